@@ -1,0 +1,268 @@
+"""The commerce application: commands on the store entities of §2, and reads of them.
+
+Methods take primitives and ids and return the entity's JSON view (``application.views``),
+so callers never hold an aggregate. Another store's entity is reported as not found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, JSONTranscoder
+
+from application import views
+from application.errors import Conflict, NotFound
+from application.transcodings import register_store_transcodings
+from domain.base import StoreAggregate
+from domain.catalog import Product, Sku, Variant
+from domain.customer import Customer
+from domain.errors import InvalidValue
+from domain.order import Order, OrderStatus
+from domain.subscription import Subscription
+from domain.values import Actor, Address, Money
+
+A = TypeVar("A", bound=StoreAggregate)
+JSON = dict[str, Any]
+
+# Concurrent commands on one entity are retried this often before we answer 409.
+_ATTEMPTS = 3
+
+
+class Commerce(Application[UUID]):
+    name = "commerce"
+    snapshotting_intervals = {Order: 50, Customer: 50, Product: 50, Variant: 50, Sku: 100}
+
+    def __init__(
+        self, env: dict[str, str] | None = None, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        super().__init__(env)
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_store_transcodings(transcoder)
+
+    # Reads ---------------------------------------------------------------------------
+
+    def get(self, kind: type[A], store_id: UUID, entity_id: UUID, version: int | None = None) -> A:
+        """An entity of this store, as it is now or as it was at ``version``."""
+        try:
+            entity: object = self.repository.get(entity_id, version=version)
+        except AggregateNotFoundError:
+            raise NotFound(kind.entity, entity_id) from None
+        if not isinstance(entity, kind) or entity.store_id != store_id:
+            raise NotFound(kind.entity, entity_id)
+        return entity
+
+    def read(
+        self,
+        kind: type[StoreAggregate],
+        store_id: UUID,
+        entity_id: UUID,
+        version: int | None = None,
+    ) -> JSON:
+        """The JSON view of an entity, now or at an earlier ``version``."""
+        return views.view(self.get(kind, store_id, entity_id, version))
+
+    # Customers -----------------------------------------------------------------------
+
+    def register_customer(
+        self, store_id: UUID, email: str, name: str, phone: str | None, actor: Actor
+    ) -> JSON:
+        return self._create(Customer.register(store_id, email, name, phone, actor))
+
+    def update_customer(
+        self,
+        store_id: UUID,
+        customer_id: UUID,
+        actor: Actor,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        phone: str | None = None,
+    ) -> JSON:
+        return self._change(
+            Customer, store_id, customer_id, lambda c: c.update(actor, email, name, phone)
+        )
+
+    def verify_customer(self, store_id: UUID, customer_id: UUID, actor: Actor) -> JSON:
+        return self._change(Customer, store_id, customer_id, lambda c: c.verify(actor))
+
+    def save_customer_address(
+        self,
+        store_id: UUID,
+        customer_id: UUID,
+        actor: Actor,
+        *,
+        line1: str,
+        city: str,
+        postal_code: str,
+        country: str,
+        line2: str | None = None,
+    ) -> JSON:
+        address = Address(line1, city, postal_code, country, line2)
+        return self._change(
+            Customer, store_id, customer_id, lambda c: c.save_address(address, actor)
+        )
+
+    def request_customer_deletion(self, store_id: UUID, customer_id: UUID, actor: Actor) -> JSON:
+        return self._change(Customer, store_id, customer_id, lambda c: c.request_deletion(actor))
+
+    # Catalog -------------------------------------------------------------------------
+
+    def create_product(
+        self, store_id: UUID, name: str, description: str | None, actor: Actor
+    ) -> JSON:
+        return self._create(Product.create(store_id, name, description, actor))
+
+    def update_product(
+        self,
+        store_id: UUID,
+        product_id: UUID,
+        actor: Actor,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> JSON:
+        return self._change(
+            Product, store_id, product_id, lambda p: p.update(actor, name, description)
+        )
+
+    def create_variant(
+        self, store_id: UUID, product_id: UUID, attributes: dict[str, str], actor: Actor
+    ) -> JSON:
+        product = self.get(Product, store_id, product_id)
+        return self._create(Variant.create(product, attributes, actor))
+
+    def update_variant(
+        self, store_id: UUID, variant_id: UUID, attributes: dict[str, str], actor: Actor
+    ) -> JSON:
+        return self._change(
+            Variant, store_id, variant_id, lambda v: v.update_attributes(attributes, actor)
+        )
+
+    def create_sku(
+        self,
+        store_id: UUID,
+        variant_id: UUID,
+        code: str,
+        amount: str,
+        currency: str,
+        stock: int,
+        actor: Actor,
+    ) -> JSON:
+        variant = self.get(Variant, store_id, variant_id)
+        return self._create(Sku.create(variant, code, Money.parse(amount, currency), stock, actor))
+
+    def change_sku_price(
+        self, store_id: UUID, sku_id: UUID, amount: str, currency: str, actor: Actor
+    ) -> JSON:
+        price = Money.parse(amount, currency)
+        return self._change(Sku, store_id, sku_id, lambda s: s.change_price(price, actor))
+
+    def change_sku_stock(
+        self,
+        store_id: UUID,
+        sku_id: UUID,
+        actor: Actor,
+        *,
+        quantity: int | None = None,
+        delta: int | None = None,
+    ) -> JSON:
+        """Set the stock to ``quantity``, or move it by ``delta`` (exactly one of them)."""
+        if (quantity is None) == (delta is None):
+            raise InvalidValue("quantity", "give either an absolute quantity or a delta")
+        if quantity is not None:
+            return self._change(Sku, store_id, sku_id, lambda s: s.set_stock(quantity, actor))
+        assert delta is not None
+        return self._change(Sku, store_id, sku_id, lambda s: s.adjust_stock(delta, actor))
+
+    # Orders --------------------------------------------------------------------------
+
+    def place_order(
+        self,
+        store_id: UUID,
+        customer_id: UUID,
+        currency: str,
+        lines: Sequence[tuple[UUID, int]],
+        actor: Actor,
+    ) -> JSON:
+        customer = self.get(Customer, store_id, customer_id)
+        skus = [(self.get(Sku, store_id, sku_id), quantity) for sku_id, quantity in lines]
+        return self._create(Order.place(customer, currency, skus, actor))
+
+    def update_order_status(
+        self, store_id: UUID, order_id: UUID, status: str, actor: Actor
+    ) -> JSON:
+        try:
+            new_status = OrderStatus(status)
+        except ValueError:
+            allowed = ", ".join(s.value for s in OrderStatus)
+            raise InvalidValue("status", f"must be one of {allowed}") from None
+        return self._change(Order, store_id, order_id, lambda o: o.update_status(new_status, actor))
+
+    def pay_order(self, store_id: UUID, order_id: UUID, amount: str, actor: Actor) -> JSON:
+        return self._change(
+            Order, store_id, order_id, lambda o: o.pay(Money.parse(amount, o.currency), actor)
+        )
+
+    def refund_order(
+        self, store_id: UUID, order_id: UUID, amount: str, reason: str | None, actor: Actor
+    ) -> JSON:
+        return self._change(
+            Order,
+            store_id,
+            order_id,
+            lambda o: o.refund(Money.parse(amount, o.currency), reason, actor),
+        )
+
+    # Subscriptions -------------------------------------------------------------------
+
+    def start_subscription(
+        self, store_id: UUID, customer_id: UUID, sku_id: UUID, interval: str, actor: Actor
+    ) -> JSON:
+        customer = self.get(Customer, store_id, customer_id)
+        sku = self.get(Sku, store_id, sku_id)
+        return self._create(Subscription.start(customer, sku, interval, self.clock(), actor))
+
+    def change_subscription(
+        self, store_id: UUID, subscription_id: UUID, action: str, actor: Actor, **details: Any
+    ) -> JSON:
+        """Apply one lifecycle action: renew, pause, resume, cancel, expire, payment-failure."""
+        commands: dict[str, Callable[[Subscription], None]] = {
+            "renew": lambda s: s.renew(actor),
+            "pause": lambda s: s.pause(actor),
+            "resume": lambda s: s.resume(actor),
+            "cancel": lambda s: s.cancel(actor),
+            "expire": lambda s: s.expire(actor),
+            "payment-failure": lambda s: s.record_payment_failure(details.get("reason"), actor),
+        }
+        if action not in commands:
+            raise InvalidValue("action", f"must be one of {', '.join(commands)}")
+        return self._change(Subscription, store_id, subscription_id, commands[action])
+
+    # Helpers -------------------------------------------------------------------------
+
+    def _create(self, entity: StoreAggregate) -> JSON:
+        self.save(entity)
+        return views.view(entity)
+
+    def _change(
+        self, kind: type[A], store_id: UUID, entity_id: UUID, command: Callable[[A], None]
+    ) -> JSON:
+        # Optimistic concurrency: another writer may save the same entity between our
+        # read and our write; the store refuses the stale version and we run the
+        # command again on fresh state, so concurrent stock deltas both count.
+        for _ in range(_ATTEMPTS):
+            entity = self.get(kind, store_id, entity_id)
+            command(entity)
+            try:
+                self.save(entity)
+            except IntegrityError:
+                continue
+            return views.view(entity)
+        raise Conflict(f"{kind.entity} {entity_id} is being changed concurrently; try again")

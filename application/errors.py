@@ -1,0 +1,44 @@
+"""Errors the application layer raises.
+
+Hierarchy (each maps to one HTTP status at the API edge):
+
+    ApplicationError
+    ├── NotFound            an id that does not exist, or belongs to another store (404)
+    ├── Conflict            a request that clashes with existing state (409)
+    └── InvalidRequest      a request whose fields are wrong (422)
+        └── UnsafeTarget    a webhook URL that points somewhere we must never send (422)
+
+Domain rule violations (`domain.errors.DomainError`) pass through unchanged.
+"""
+
+from __future__ import annotations
+
+
+class ApplicationError(Exception):
+    """Base class of every error the application layer raises on purpose."""
+
+
+class NotFound(ApplicationError):
+    def __init__(self, kind: str, id: object) -> None:
+        super().__init__(f"{kind} {id} was not found")
+        self.kind = kind
+        self.id = id
+
+
+class Conflict(ApplicationError):
+    """The request clashes with existing state."""
+
+
+class InvalidRequest(ApplicationError):
+    """A request whose fields are wrong; `field` names the culprit where there is one."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnsafeTarget(InvalidRequest):
+    """A webhook target we refuse to send to (SSRF protection); the message says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="url")

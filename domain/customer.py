@@ -1,0 +1,101 @@
+"""The Customer aggregate: a store's customer, their profile and saved addresses."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from eventsourcing.domain import event
+
+from domain.base import StoreAggregate
+from domain.errors import CustomerDeletionRequested, InvalidTransition, InvalidValue
+from domain.values import Actor, Address
+
+
+class Customer(StoreAggregate):
+    entity = "customer"
+
+    @event("Registered")
+    def __init__(
+        self, store_id: UUID, email: str, name: str, phone: str | None, actor: Actor
+    ) -> None:
+        self.store_id = store_id
+        self.email = email
+        self.name = name
+        self.phone = phone
+        self.verified = False
+        self.addresses: list[Address] = []
+        self.deletion_requested = False
+
+    @classmethod
+    def register(
+        cls, store_id: UUID, email: str, name: str, phone: str | None, actor: Actor
+    ) -> Customer:
+        return cls(store_id, check_email(email), check_name(name), phone, actor)
+
+    def update(
+        self,
+        actor: Actor,
+        email: str | None = None,
+        name: str | None = None,
+        phone: str | None = None,
+    ) -> None:
+        self._check_accepts_changes()
+        self._updated(
+            email=None if email is None else check_email(email),
+            name=None if name is None else check_name(name),
+            phone=phone,
+            actor=actor,
+        )
+
+    @event("Updated")
+    def _updated(
+        self, email: str | None, name: str | None, phone: str | None, actor: Actor
+    ) -> None:
+        self.email = email or self.email
+        self.name = name or self.name
+        self.phone = phone if phone is not None else self.phone
+
+    def verify(self, actor: Actor) -> None:
+        self._check_accepts_changes()
+        if self.verified:
+            raise InvalidTransition(f"customer {self.id} is already verified")
+        self._verified(actor=actor)
+
+    @event("Verified")
+    def _verified(self, actor: Actor) -> None:
+        self.verified = True
+
+    def save_address(self, address: Address, actor: Actor) -> None:
+        self._check_accepts_changes()
+        self._address_saved(address=address, actor=actor)
+
+    @event("AddressSaved")
+    def _address_saved(self, address: Address, actor: Actor) -> None:
+        self.addresses.append(address)
+
+    def request_deletion(self, actor: Actor) -> None:
+        self._check_accepts_changes()
+        self._deletion_requested(actor=actor)
+
+    @event("DeletionRequested")
+    def _deletion_requested(self, actor: Actor) -> None:
+        self.deletion_requested = True
+
+    def _check_accepts_changes(self) -> None:
+        if self.deletion_requested:
+            raise CustomerDeletionRequested(
+                f"customer {self.id} asked to be deleted and accepts no further changes"
+            )
+
+
+def check_email(email: str) -> str:
+    local, at, domain = email.partition("@")
+    if not at or not local or "." not in domain or len(email) > 254 or email != email.strip():
+        raise InvalidValue("email", f"{email!r} is not an email address")
+    return email
+
+
+def check_name(name: str) -> str:
+    if not name.strip():
+        raise InvalidValue("name", "must not be empty")
+    return name

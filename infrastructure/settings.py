@@ -1,0 +1,159 @@
+"""Configuration: every environment variable the service reads, in one table, read once.
+
+`SETTINGS` is the one source of truth: `Settings.from_env` parses it and
+`docs/configuration.md` is generated from it (`webround settings --markdown`). Nothing
+here reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# §6: after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h (about 3 days in all).
+DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+
+
+class SettingsError(ValueError):
+    """A setting whose value cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    description: str
+    parse: Callable[[str], Any] = str
+
+
+def _networks(value: str) -> tuple[Network, ...]:
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    try:
+        return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+    except ValueError as error:
+        raise SettingsError(f"not a CIDR list: {error}") from None
+
+
+def _schedule(value: str) -> tuple[float, ...]:
+    try:
+        delays = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError("must be comma-separated seconds, e.g. 5,300,1800") from None
+    if not delays or any(delay < 0 for delay in delays):
+        raise SettingsError("must list at least one delay, none negative")
+    return delays
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise SettingsError("must be a TCP port number")
+    return int(value)
+
+
+def _database_url(value: str) -> str:
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise SettingsError("must be a postgresql:// URL (leave it unset for embedded SQLite)")
+    return value
+
+
+def _broker_url(value: str) -> str:
+    if not value.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
+        raise SettingsError("must be a redis:// or amqp:// URL (unset: in-process broker)")
+    return value
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "WEBROUND_DATA_DIR",
+        ".webround",
+        "Directory for embedded data: SQLite files and the generated master key file.",
+        Path,
+    ),
+    Setting(
+        "WEBROUND_DATABASE_URL",
+        None,
+        "`postgresql://user:password@host:port/dbname` selects PostgreSQL for every store of "
+        "ours (optional `?schema=NAME`); unset, the embedded SQLite files are used.",
+        _database_url,
+    ),
+    Setting(
+        "WEBROUND_BROKER_URL",
+        None,
+        "`redis://…` or `amqp://…` selects the Dramatiq broker for worker processes; unset, "
+        "an in-process broker and worker are used (embedded mode).",
+        _broker_url,
+    ),
+    Setting(
+        "WEBROUND_MASTER_KEY",
+        None,
+        "Base64 of 32 bytes: the AES-256-GCM key that encrypts webhook signing secrets.",
+    ),
+    Setting(
+        "WEBROUND_MASTER_KEY_FILE",
+        None,
+        "Path of a 0600 file holding the master key; unset (and no `WEBROUND_MASTER_KEY`), "
+        "`master.key` in the data directory is generated on first start.",
+        Path,
+    ),
+    Setting(
+        "WEBROUND_ALLOWED_TARGETS",
+        "",
+        "Comma-separated CIDRs that webhooks may target although they are loopback or private "
+        "(development and tests only), e.g. `127.0.0.0/8,::1/128`.",
+        _networks,
+    ),
+    Setting(
+        "WEBROUND_RETRY_SCHEDULE",
+        ",".join(f"{delay:g}" for delay in DEFAULT_RETRY_SCHEDULE),
+        "Comma-separated seconds to wait before each retry of a failed delivery (±20% jitter "
+        "is applied); one attempt more than there are entries.",
+        _schedule,
+    ),
+    Setting("WEBROUND_HOST", "127.0.0.1", "Interface `webround serve|api` listen on.", str),
+    Setting("WEBROUND_PORT", "8000", "Port `webround serve|api` listen on.", _port),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(".webround")
+    database_url: str | None = None
+    broker_url: str | None = None
+    master_key: str | None = field(default=None, repr=False)
+    master_key_file: Path | None = None
+    allowed_targets: tuple[Network, ...] = ()
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.name, setting.default)
+            if raw is None or (raw == "" and setting.default is None):
+                continue
+            try:
+                values[setting.name.removeprefix("WEBROUND_").lower()] = setting.parse(raw)
+            except (SettingsError, ValueError) as error:
+                raise SettingsError(f"{setting.name}: {error}") from None
+        return cls(**values)
+
+    @property
+    def embedded(self) -> bool:
+        """True when no database is configured: SQLite files and an in-process broker."""
+        return self.database_url is None
+
+
+def markdown_table() -> str:
+    """The configuration reference of docs/configuration.md, generated from `SETTINGS`."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for setting in SETTINGS:
+        default = f"`{setting.default}`" if setting.default else "unset"
+        rows.append(f"| `{setting.name}` | {default} | {setting.description} |")
+    return "\n".join(rows) + "\n"
