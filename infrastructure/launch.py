@@ -27,7 +27,7 @@ STAMP = VENV / ".webround-installed"
 
 def ensure_environment() -> None:
     """Create the virtualenv and install the project with its dev extras, when needed."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file runs on whatever python3 is
         sys.exit("webround needs Python 3.11 or newer")
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted:
@@ -66,6 +66,7 @@ def main(argv: Sequence[str]) -> int:
     if command == "test":
         return run_tests(rest)
     os.execv(BIN / "webround", [str(BIN / "webround"), "serve", *rest])  # noqa: S606
+    return 0  # not reached: execv replaces this process
 
 
 def _run(command: list[str]) -> None:
