@@ -58,3 +58,8 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
         return Settings(data_dir=tmp_path / "data")
     url: str = request.getfixturevalue("postgres_url")
     return Settings(data_dir=tmp_path / "data", database_url=url)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
