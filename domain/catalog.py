@@ -31,9 +31,10 @@ class Product(StoreAggregate):
         return cls(store_id, _check_name(name), description, actor)
 
     def update(self, actor: Actor, name: str | None = None, description: str | None = None) -> None:
-        self._updated(
-            name=None if name is None else _check_name(name), description=description, actor=actor
-        )
+        name = None if name in (None, self.name) else _check_name(name)
+        description = None if description == self.description else description
+        if name is not None or description is not None:
+            self._updated(name=name, description=description, actor=actor)
 
     @event("Updated")
     def _updated(self, name: str | None, description: str | None, actor: Actor) -> None:
@@ -101,6 +102,8 @@ class Sku(StoreAggregate):
         self.price = price
 
     def set_stock(self, quantity: int, actor: Actor) -> None:
+        if quantity < 0:
+            raise InvalidValue("quantity", f"a stock level cannot be negative (got {quantity})")
         self.adjust_stock(quantity - self.stock, actor)
 
     def adjust_stock(self, delta: int, actor: Actor) -> None:

@@ -8,7 +8,7 @@ from eventsourcing.domain import event
 
 from domain.base import StoreAggregate
 from domain.errors import CustomerDeletionRequested, InvalidTransition, InvalidValue
-from domain.values import Actor, Address
+from domain.values import Actor, Address, check_email
 
 
 class Customer(StoreAggregate):
@@ -40,12 +40,13 @@ class Customer(StoreAggregate):
         phone: str | None = None,
     ) -> None:
         self._check_accepts_changes()
-        self._updated(
-            email=None if email is None else check_email(email),
-            name=None if name is None else check_name(name),
-            phone=phone,
-            actor=actor,
-        )
+        changes = {
+            "email": None if email in (None, self.email) else check_email(email),
+            "name": None if name in (None, self.name) else check_name(name),
+            "phone": None if phone == self.phone else phone,
+        }
+        if any(value is not None for value in changes.values()):
+            self._updated(**changes, actor=actor)
 
     @event("Updated")
     def _updated(
@@ -86,13 +87,6 @@ class Customer(StoreAggregate):
             raise CustomerDeletionRequested(
                 f"customer {self.id} asked to be deleted and accepts no further changes"
             )
-
-
-def check_email(email: str) -> str:
-    local, at, domain = email.partition("@")
-    if not at or not local or "." not in domain or len(email) > 254 or email != email.strip():
-        raise InvalidValue("email", f"{email!r} is not an email address")
-    return email
 
 
 def check_name(name: str) -> str:

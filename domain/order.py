@@ -13,7 +13,6 @@ from domain.base import StoreAggregate
 from domain.catalog import Sku
 from domain.customer import Customer
 from domain.errors import (
-    ForeignReference,
     InvalidTransition,
     InvalidValue,
     PaymentExceedsDue,
@@ -93,8 +92,9 @@ class Order(StoreAggregate):
             if quantity < 1:
                 raise InvalidValue(f"lines[{index}].quantity", "must be at least 1")
             if sku.price.currency != currency:
-                raise ForeignReference(
-                    f"SKU {sku.code} is priced in {sku.price.currency}, the order is in {currency}"
+                raise InvalidValue(
+                    f"lines[{index}].skuId",
+                    f"SKU {sku.code} is priced in {sku.price.currency}, the order is in {currency}",
                 )
             order_lines.append(OrderLine(sku.id, quantity, sku.price))
         total = sum((line.total for line in order_lines), Money.zero(currency))

@@ -29,12 +29,16 @@ ENDED = frozenset({SubscriptionStatus.CANCELLED, SubscriptionStatus.EXPIRED})
 RUNNING = frozenset({SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE})
 
 
-def period_end(start: datetime, interval: str) -> datetime:
-    """The end of a billing period that starts at ``start`` (the 31st runs to month end)."""
+def period_end(start: datetime, interval: str, anchor_day: int | None = None) -> datetime:
+    """The end of a billing period that starts at ``start``.
+
+    Periods keep the subscription's anchor day (the day of month it started): one started
+    on Jan 31 renews on Feb 28, then Mar 31 — a short month does not pull later ones back.
+    """
     months = 1 if interval == "month" else 12
     month_index = start.month - 1 + months
     year, month = start.year + month_index // 12, month_index % 12 + 1
-    day = min(start.day, calendar.monthrange(year, month)[1])
+    day = min(anchor_day or start.day, calendar.monthrange(year, month)[1])
     return start.replace(year=year, month=month, day=day)
 
 
@@ -50,6 +54,7 @@ class Subscription(StoreAggregate):
         interval: str,
         price: Money,
         current_period_end: datetime,
+        anchor_day: int,
         actor: Actor,
     ) -> None:
         self.store_id = store_id
@@ -58,6 +63,7 @@ class Subscription(StoreAggregate):
         self.interval = interval
         self.price = price
         self.current_period_end = current_period_end
+        self.anchor_day = anchor_day  # the day of month billing periods end on
         self.status = SubscriptionStatus.ACTIVE
 
     @classmethod
@@ -75,13 +81,15 @@ class Subscription(StoreAggregate):
             interval,
             sku.price,
             period_end(now, interval),
+            now.day,
             actor,
         )
 
     def renew(self, actor: Actor) -> None:
         self._check_in(RUNNING, "renew")
         self._renewed(
-            current_period_end=period_end(self.current_period_end, self.interval), actor=actor
+            current_period_end=period_end(self.current_period_end, self.interval, self.anchor_day),
+            actor=actor,
         )
 
     @event("Renewed")

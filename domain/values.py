@@ -37,6 +37,17 @@ def check_currency(code: str) -> str:
     return code
 
 
+# Far above any real price, far below where decimal arithmetic would overflow.
+MAX_AMOUNT = Decimal("1e15")
+
+
+def check_email(email: str, field: str = "email") -> str:
+    local, at, domain = email.partition("@")
+    if not at or not local or "." not in domain or len(email) > 254 or email != email.strip():
+        raise InvalidValue(field, f"{email!r} is not an email address")
+    return email
+
+
 def minor_units(currency: str) -> int:
     return _MINOR_UNITS.get(currency, 2)
 
@@ -54,17 +65,19 @@ class Money:
             raise InvalidValue("amount", "an amount must be a finite decimal number")
         if self.amount < 0:
             raise InvalidValue("amount", f"an amount cannot be negative (got {self.amount})")
-        exponent = self.amount.as_tuple().exponent
-        assert isinstance(exponent, int)  # finite, checked above
-        if -exponent > minor_units(self.currency):
+        if self.amount >= MAX_AMOUNT:
+            raise InvalidValue("amount", f"an amount must be below {MAX_AMOUNT:,.0f}")
+        # Normalise "19.9" and "19.900" to "19.90" (and -0 to 0), so equal amounts always
+        # print the same way; refuse what the currency cannot express ("19.905 EUR").
+        quantum = Decimal(1).scaleb(-minor_units(self.currency))
+        normalised = self.amount.quantize(quantum) + 0
+        if normalised != self.amount:
             raise InvalidValue(
                 "amount",
                 f"{self.currency} amounts have at most {minor_units(self.currency)} decimals "
                 f"(got {self.amount})",
             )
-        # Normalise "19.9" to "19.90" so equal amounts always print the same way.
-        quantum = Decimal(1).scaleb(-minor_units(self.currency))
-        object.__setattr__(self, "amount", self.amount.quantize(quantum))
+        object.__setattr__(self, "amount", normalised)
 
     @classmethod
     def parse(cls, amount: str, currency: str) -> Money:
@@ -123,12 +136,12 @@ class Actor:
     email: str | None = None
 
     def __post_init__(self) -> None:
+        if self.kind not in ("person", "system", "unknown"):
+            raise InvalidValue("initiatedBy", f"{self.kind!r} is not a kind of actor")
         if (self.kind == "person") != (self.email is not None):
             raise InvalidValue("initiatedBy", "only a person has an email")
-        if self.email is not None and (
-            "@" not in self.email or len(self.email) > 254 or self.email != self.email.strip()
-        ):
-            raise InvalidValue("initiatedBy", f"{self.email!r} is not an email address")
+        if self.email is not None:
+            check_email(self.email, "initiatedBy")
 
     @classmethod
     def person(cls, email: str) -> Actor:
@@ -155,7 +168,12 @@ class Address:
         for name in ("line1", "city", "postal_code"):
             if not getattr(self, name).strip():
                 raise InvalidValue(_camel(name), "must not be empty")
-        if len(self.country) != 2 or not self.country.isascii() or not self.country.isupper():
+        if (
+            len(self.country) != 2
+            or not self.country.isascii()
+            or not self.country.isalpha()
+            or not self.country.isupper()
+        ):
             raise InvalidValue("country", "must be an ISO 3166-1 alpha-2 code such as 'DE'")
 
 

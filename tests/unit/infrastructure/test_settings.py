@@ -34,7 +34,7 @@ def test_an_empty_environment_gives_the_embedded_default() -> None:
 def test_every_variable_is_read() -> None:
     # Given every variable set
     env = {
-        "WEBROUND_DATA_DIR": "/tmp/w",
+        "WEBROUND_DATA_DIR": "/srv/webround",
         "WEBROUND_DATABASE_URL": "postgresql://u:p@db:5433/shop",
         "WEBROUND_BROKER_URL": "redis://127.0.0.1:6379/0",
         "WEBROUND_MASTER_KEY_FILE": "/run/secrets/key",
@@ -48,7 +48,7 @@ def test_every_variable_is_read() -> None:
 
     # Then each lands typed in its field
     assert not settings.embedded
-    assert settings.data_dir == Path("/tmp/w")
+    assert settings.data_dir == Path("/srv/webround")
     assert settings.broker_url == "redis://127.0.0.1:6379/0"
     assert settings.master_key_file == Path("/run/secrets/key")
     assert settings.allowed_targets == (

@@ -1,0 +1,246 @@
+"""The Webhook aggregate: a merchant's endpoint, what it listens to, and how to reach it.
+
+The signing secret and custom header values are held only sealed (encrypted by the
+infrastructure under the master key); the domain never sees them in clear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import InvalidTransition, InvalidValue
+from domain.event_types import EVENT_CLASSES
+from domain.values import Actor
+
+TIMEOUT_RANGE = (1, 30)
+DEFAULT_TIMEOUT_SECONDS = 15
+# Headers a merchant may not set: transport framing, and the ones we sign or own.
+RESERVED_HEADERS = frozenset(
+    {"host", "content-type", "content-length", "transfer-encoding", "connection", "user-agent"}
+)
+RESERVED_HEADER_PREFIXES = ("webhook-", "webround-")
+
+
+def check_event_types(patterns: list[str]) -> list[str]:
+    """Exact event type names, ``entity.*`` or ``*``; anything unknown is refused."""
+    if not patterns:
+        raise InvalidValue("eventTypes", "list at least one event type, `entity.*` or `*`")
+    entities = {name.split(".", 1)[0] for name in EVENT_CLASSES}
+    for pattern in patterns:
+        known = (
+            pattern == "*"
+            or pattern in EVENT_CLASSES
+            or (pattern.endswith(".*") and pattern[:-2] in entities)
+        )
+        if not known:
+            raise InvalidValue("eventTypes", f"{pattern!r} is not a known event type or pattern")
+    return sorted(set(patterns))
+
+
+def matches(patterns: list[str], event_type: str) -> bool:
+    entity = event_type.split(".", 1)[0]
+    return any(p in ("*", event_type, f"{entity}.*") for p in patterns)
+
+
+def check_header_names(names: list[str]) -> list[str]:
+    for name in names:
+        lowered = name.lower()
+        if lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIXES):
+            raise InvalidValue(
+                "headers", f"the header {name!r} is set by us and cannot be overridden"
+            )
+    return sorted(names, key=str.lower)
+
+
+def check_description(text: str) -> str:
+    if len(text) > 1000:
+        raise InvalidValue("description", "must be at most 1000 characters")
+    return text
+
+
+def check_timeout(seconds: int) -> int:
+    low, high = TIMEOUT_RANGE
+    if not low <= seconds <= high:
+        raise InvalidValue("timeoutSeconds", f"must be between {low} and {high} seconds")
+    return seconds
+
+
+def check_rate_limit(rate: float | None) -> float | None:
+    if rate is not None and rate <= 0:
+        raise InvalidValue("rateLimit", "must be a positive number of deliveries per second")
+    return rate
+
+
+@dataclass(frozen=True)
+class SealedSecret:
+    """A signing secret as stored: sealed text, and until when it signs (None: no end)."""
+
+    sealed: str
+    expires_at: datetime | None = None
+
+
+class Webhook(Aggregate):
+    @staticmethod
+    def create_id(webhook_id: UUID) -> UUID:
+        # The id is chosen before creation: the secret is sealed bound to it.
+        return webhook_id
+
+    @classmethod
+    def register(
+        cls,
+        webhook_id: UUID,
+        store_id: UUID,
+        url: str,
+        event_types: list[str],
+        description: str,
+        header_names: list[str],
+        sealed_headers: str | None,
+        timeout_seconds: int,
+        rate_limit: float | None,
+        enabled: bool,
+        sealed_secret: str,
+        actor: Actor,
+    ) -> Webhook:
+        return cls(
+            webhook_id,
+            store_id,
+            url,
+            check_event_types(event_types),
+            check_description(description),
+            check_header_names(header_names),
+            sealed_headers,
+            check_timeout(timeout_seconds),
+            check_rate_limit(rate_limit),
+            enabled,
+            sealed_secret,
+            actor,
+        )
+
+    @event("Created")
+    def __init__(
+        self,
+        webhook_id: UUID,
+        store_id: UUID,
+        url: str,
+        event_types: list[str],
+        description: str,
+        header_names: list[str],
+        sealed_headers: str | None,
+        timeout_seconds: int,
+        rate_limit: float | None,
+        enabled: bool,
+        sealed_secret: str,
+        actor: Actor,
+    ) -> None:
+        self.store_id = store_id
+        self.url = url
+        self.event_types = event_types
+        self.description = description
+        self.header_names = header_names
+        self.sealed_headers = sealed_headers
+        self.timeout_seconds = timeout_seconds
+        self.rate_limit = rate_limit
+        self.enabled = enabled
+        self.disabled_reason: str | None = None if enabled else "disabled on creation"
+        self.secrets = [SealedSecret(sealed_secret)]
+        self.deleted = False
+
+    def update(self, actor: Actor, **changes: Any) -> None:
+        """Change configuration fields (url, event_types, description, headers, timeout…)."""
+        self._check_not_deleted()
+        if "event_types" in changes:
+            changes["event_types"] = check_event_types(changes["event_types"])
+        if "header_names" in changes:
+            changes["header_names"] = check_header_names(changes["header_names"])
+        if "description" in changes:
+            changes["description"] = check_description(changes["description"])
+        if "timeout_seconds" in changes:
+            changes["timeout_seconds"] = check_timeout(changes["timeout_seconds"])
+        if "rate_limit" in changes:
+            changes["rate_limit"] = check_rate_limit(changes["rate_limit"])
+        unknown = set(changes) - _UPDATABLE
+        if unknown:
+            raise InvalidValue(sorted(unknown)[0], "cannot be changed")
+        changed = {k: v for k, v in changes.items() if getattr(self, k) != v}
+        if changed:
+            self._updated(changes=changed, actor=actor)
+
+    @event("Updated")
+    def _updated(self, changes: dict[str, Any], actor: Actor) -> None:
+        for name, value in changes.items():
+            setattr(self, name, value)
+
+    def enable(self, actor: Actor) -> None:
+        self._check_not_deleted()
+        if not self.enabled:
+            self._enabled(actor=actor)
+
+    @event("Enabled")
+    def _enabled(self, actor: Actor) -> None:
+        self.enabled = True
+        self.disabled_reason = None
+
+    def disable(self, reason: str, actor: Actor) -> None:
+        self._check_not_deleted()
+        if self.enabled:
+            self._disabled(reason=reason, actor=actor)
+
+    @event("Disabled")
+    def _disabled(self, reason: str, actor: Actor) -> None:
+        self.enabled = False
+        self.disabled_reason = reason
+
+    def rotate_secret(
+        self, sealed_secret: str, previous_expires_at: datetime, actor: Actor
+    ) -> None:
+        """Sign with a new secret; the current one keeps signing until ``previous_expires_at``."""
+        self._check_not_deleted()
+        self._secret_rotated(
+            sealed_secret=sealed_secret, previous_expires_at=previous_expires_at, actor=actor
+        )
+
+    @event("SecretRotated")
+    def _secret_rotated(
+        self, sealed_secret: str, previous_expires_at: datetime, actor: Actor
+    ) -> None:
+        current = self.secrets[0]
+        # Only the newest previous secret stays: rotating twice ends the oldest at once.
+        self.secrets = [
+            SealedSecret(sealed_secret),
+            SealedSecret(current.sealed, previous_expires_at),
+        ]
+
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The sealed secrets that sign a request sent at ``now``, newest first."""
+        return [s.sealed for s in self.secrets if s.expires_at is None or now < s.expires_at]
+
+    def delete(self, actor: Actor) -> None:
+        self._check_not_deleted()
+        self._deleted(actor=actor)
+
+    @event("Deleted")
+    def _deleted(self, actor: Actor) -> None:
+        self.deleted = True
+        self.enabled = False
+
+    def _check_not_deleted(self) -> None:
+        if self.deleted:
+            raise InvalidTransition(f"webhook {self.id} was deleted")
+
+
+_UPDATABLE = frozenset(
+    {
+        "url",
+        "event_types",
+        "description",
+        "header_names",
+        "sealed_headers",
+        "timeout_seconds",
+        "rate_limit",
+    }
+)
