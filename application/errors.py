@@ -3,6 +3,7 @@
 Hierarchy (each maps to one HTTP status at the API edge):
 
     ApplicationError
+    ├── Unauthenticated     a missing, unknown or revoked API key (401)
     ├── NotFound            an id that does not exist, or belongs to another store (404)
     ├── Conflict            a request that clashes with existing state (409)
     └── InvalidRequest      a request whose fields are wrong (422)
@@ -16,6 +17,10 @@ from __future__ import annotations
 
 class ApplicationError(Exception):
     """Base class of every error the application layer raises on purpose."""
+
+
+class Unauthenticated(ApplicationError):
+    """The request carries no valid API key; the message never repeats the key."""
 
 
 class NotFound(ApplicationError):

@@ -19,11 +19,13 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import stat
 from pathlib import Path
 from typing import Final, NoReturn
+from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -351,16 +353,26 @@ class SecretBox:
 
     def seal(self, secret: SigningSecret, *, context: str) -> str:
         """Encrypt ``secret`` bound to ``context``; a fresh random nonce every time."""
-        _check_context(context)
-        nonce = secrets.token_bytes(_NONCE_BYTES)
-        ciphertext = self._aead.encrypt(
-            nonce, secret.reveal().encode("ascii"), self._associated_data(context)
-        )
-        payload = base64.urlsafe_b64encode(nonce + ciphertext).decode("ascii")
-        return f"{_SEAL_VERSION}:{self._key_id}:{payload}"
+        return self.seal_bytes(secret.reveal().encode("ascii"), context=context)
 
     def open(self, sealed: str, *, context: str) -> SigningSecret:
         """Decrypt a sealed secret; SecretUnsealError unless key, context and data match."""
+        plaintext = self.open_bytes(sealed, context=context)
+        try:
+            return SigningSecret.parse(plaintext.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            # Authenticated but not a secret: only possible if we sealed something else.
+            raise SecretUnsealError("sealed data is not a signing secret") from None
+
+    def seal_bytes(self, data: bytes, *, context: str) -> str:
+        """Encrypt any confidential value (e.g. custom header values) bound to ``context``."""
+        _check_context(context)
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        ciphertext = self._aead.encrypt(nonce, data, self._associated_data(context))
+        payload = base64.urlsafe_b64encode(nonce + ciphertext).decode("ascii")
+        return f"{_SEAL_VERSION}:{self._key_id}:{payload}"
+
+    def open_bytes(self, sealed: str, *, context: str) -> bytes:
         _check_context(context)
         parts = sealed.split(":")
         if len(parts) != 3 or parts[0] != _SEAL_VERSION:
@@ -379,16 +391,11 @@ class SecretBox:
             raise SecretUnsealError("sealed secret payload is truncated")
         nonce, ciphertext = blob[:_NONCE_BYTES], blob[_NONCE_BYTES:]
         try:
-            plaintext = self._aead.decrypt(nonce, ciphertext, self._associated_data(context))
+            return self._aead.decrypt(nonce, ciphertext, self._associated_data(context))
         except InvalidTag:
             raise SecretUnsealError(
                 "sealed secret failed authentication: tampered, or sealed for another context"
             ) from None
-        try:
-            return SigningSecret.parse(plaintext.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            # Authenticated but not a secret: only possible if we sealed garbage.
-            raise SecretUnsealError("sealed data is not a signing secret") from None
 
     def _associated_data(self, context: str) -> bytes:
         # Binding the version and key id too means neither header can be edited
@@ -399,3 +406,27 @@ class SecretBox:
 def _check_context(context: str) -> None:
     if not context:
         raise ValueError("a sealing context (e.g. the webhook id) is required")
+
+
+class SealingKeeper:
+    """The application's `SecretKeeper`: new signing secrets and sealed header values."""
+
+    def __init__(self, box: SecretBox) -> None:
+        self._box = box
+
+    def new_secret(self, webhook_id: UUID) -> tuple[str, str]:
+        secret = SigningSecret.generate()
+        return secret.reveal(), self._box.seal(secret, context=str(webhook_id))
+
+    def seal_headers(self, webhook_id: UUID, headers: dict[str, str]) -> str:
+        data = json.dumps(headers, sort_keys=True).encode()
+        return self._box.seal_bytes(data, context=f"{webhook_id}:headers")
+
+    def open_headers(self, webhook_id: UUID, sealed: str) -> dict[str, str]:
+        headers: dict[str, str] = json.loads(
+            self._box.open_bytes(sealed, context=f"{webhook_id}:headers")
+        )
+        return headers
+
+    def open_secret(self, webhook_id: UUID, sealed: str) -> SigningSecret:
+        return self._box.open(sealed, context=str(webhook_id))

@@ -1,0 +1,264 @@
+"""The webhooks application: stores (tenants), their API keys, and their webhooks.
+
+Signing secrets and custom header values are sealed by a `SecretKeeper` before they reach
+an event; a secret's text leaves this module only in the return value of the command
+that created it (creation or rotation), once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, JSONTranscoder
+
+from application.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
+from application.ports import SecretKeeper, TargetPolicy
+from application.transcodings import register_store_transcodings
+from application.views import timestamp
+from domain.tenancy import ApiKey, Store
+from domain.values import Actor
+from domain.webhook import Webhook
+
+JSON = dict[str, Any]
+REDACTED = "[redacted]"
+DEFAULT_GRACE = timedelta(hours=24)
+MAX_GRACE = timedelta(days=7)
+_KEY_PREFIX = "wr_"
+_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: a store, through one of its keys, as a person or the system."""
+
+    store_id: UUID
+    key_id: str
+    actor: Actor
+
+
+def hash_api_key(api_key: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is enough: nothing to brute-force.
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+class Webhooks(Application[UUID]):
+    name = "webhooks"
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        targets: TargetPolicy,
+        keeper: SecretKeeper,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.targets = targets
+        self.keeper = keeper
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_store_transcodings(transcoder)
+
+    # Stores and keys -----------------------------------------------------------------
+
+    def create_store(self, name: str, actor: Actor) -> JSON:
+        store = Store(name, actor)
+        self.save(store)
+        return {"storeId": str(store.id), "name": store.name}
+
+    def create_api_key(self, store_id: UUID, principal: str | None, actor: Actor) -> JSON:
+        """A new key for the store; its text is in this answer and nowhere else, ever."""
+        self._store(store_id)
+        key_id = secrets.token_hex(8)
+        api_key = f"{_KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+        key = ApiKey(key_id, store_id, hash_api_key(api_key), principal, actor)
+        self.save(key)
+        return {
+            "keyId": key_id,
+            "apiKey": api_key,
+            "storeId": str(store_id),
+            "principal": principal,
+        }
+
+    def revoke_api_key(self, key_id: str, actor: Actor) -> None:
+        try:
+            key: ApiKey = self.repository.get(ApiKey.create_id(key_id))
+        except AggregateNotFoundError:
+            raise NotFound("API key", key_id) from None
+        key.revoke(actor)
+        self.save(key)
+
+    def authenticate(self, api_key: str) -> Principal:
+        key_id = api_key[len(_KEY_PREFIX) :].split("_", 1)[0]
+        if not api_key.startswith(_KEY_PREFIX) or not key_id:
+            raise Unauthenticated("the API key is malformed")
+        try:
+            key: ApiKey = self.repository.get(ApiKey.create_id(key_id))
+        except AggregateNotFoundError:
+            raise Unauthenticated("the API key is not valid") from None
+        if not hmac.compare_digest(key.key_hash, hash_api_key(api_key)) or key.revoked:
+            raise Unauthenticated("the API key is not valid or was revoked")
+        return Principal(key.store_id, key.key_id, key.acts_as)
+
+    # Webhooks ------------------------------------------------------------------------
+
+    def create_webhook(
+        self,
+        store_id: UUID,
+        actor: Actor,
+        *,
+        url: str,
+        event_types: list[str],
+        description: str = "",
+        headers: dict[str, str] | None = None,
+        timeout_seconds: int = 15,
+        rate_limit: float | None = None,
+        enabled: bool = True,
+    ) -> JSON:
+        """Register a webhook; the answer holds its signing ``secret``, shown this once."""
+        self.targets.check_url(url)
+        webhook_id = uuid4()
+        secret, sealed_secret = self.keeper.new_secret(webhook_id)
+        headers = headers or {}
+        webhook = Webhook.register(
+            webhook_id,
+            store_id,
+            url,
+            event_types,
+            description,
+            list(headers),
+            self.keeper.seal_headers(webhook_id, headers) if headers else None,
+            timeout_seconds,
+            rate_limit,
+            enabled,
+            sealed_secret,
+            actor,
+        )
+        for _ in range(_ATTEMPTS):
+            store = self._store(store_id)
+            store.add_webhook(webhook.id)
+            try:
+                self.save(store, webhook)
+            except IntegrityError:
+                continue  # another webhook of this store was added meanwhile
+            return {**webhook_view(webhook), "secret": secret}
+        raise Conflict(f"store {store_id} is being changed concurrently; try again")
+
+    def list_webhooks(
+        self, store_id: UUID, limit: int = 100, after: UUID | None = None
+    ) -> tuple[list[JSON], UUID | None]:
+        """A page of the store's webhooks in creation order, and the id to continue after."""
+        ids = self._store(store_id).webhook_ids
+        start = ids.index(after) + 1 if after in ids else 0
+        page = ids[start : start + limit]
+        more = start + limit < len(ids)
+        return [webhook_view(self.repository.get(i)) for i in page], page[-1] if more else None
+
+    def get_webhook(self, store_id: UUID, webhook_id: UUID) -> Webhook:
+        try:
+            webhook: object = self.repository.get(webhook_id)
+        except AggregateNotFoundError:
+            raise NotFound("webhook", webhook_id) from None
+        if not isinstance(webhook, Webhook) or webhook.store_id != store_id or webhook.deleted:
+            raise NotFound("webhook", webhook_id)
+        return webhook
+
+    def read_webhook(self, store_id: UUID, webhook_id: UUID) -> JSON:
+        return webhook_view(self.get_webhook(store_id, webhook_id))
+
+    def update_webhook(self, store_id: UUID, webhook_id: UUID, actor: Actor, **fields: Any) -> JSON:
+        """Change any of url, event_types, description, headers, timeout_seconds, rate_limit,
+        enabled (with an optional disabled_reason)."""
+        webhook = self.get_webhook(store_id, webhook_id)
+        enabled = fields.pop("enabled", None)
+        reason = fields.pop("disabled_reason", None) or "disabled by the merchant"
+        if "url" in fields:
+            self.targets.check_url(fields["url"])
+        if "headers" in fields:
+            headers = fields.pop("headers") or {}
+            fields["header_names"] = list(headers)
+            fields["sealed_headers"] = (
+                self.keeper.seal_headers(webhook.id, headers) if headers else None
+            )
+        webhook.update(actor, **fields)
+        if enabled is True:
+            webhook.enable(actor)
+        elif enabled is False:
+            webhook.disable(reason, actor)
+        self._save_or_conflict(webhook)
+        return webhook_view(webhook)
+
+    def rotate_secret(
+        self,
+        store_id: UUID,
+        webhook_id: UUID,
+        actor: Actor,
+        grace: timedelta = DEFAULT_GRACE,
+    ) -> JSON:
+        """A new signing secret, shown once; the old one keeps signing for ``grace``."""
+        if not timedelta(0) <= grace <= MAX_GRACE:
+            raise InvalidRequest("the grace period is 0 to 7 days", field="gracePeriodSeconds")
+        webhook = self.get_webhook(store_id, webhook_id)
+        secret, sealed = self.keeper.new_secret(webhook.id)
+        expires = self.clock() + grace
+        webhook.rotate_secret(sealed, expires, actor)
+        self._save_or_conflict(webhook)
+        return {**webhook_view(webhook), "secret": secret}
+
+    def delete_webhook(self, store_id: UUID, webhook_id: UUID, actor: Actor) -> None:
+        webhook = self.get_webhook(store_id, webhook_id)
+        webhook.delete(actor)
+        store = self._store(store_id)
+        store.remove_webhook(webhook.id)
+        try:
+            self.save(store, webhook)
+        except IntegrityError:
+            raise Conflict(f"webhook {webhook_id} changed meanwhile; try again") from None
+
+    # Helpers -------------------------------------------------------------------------
+
+    def _store(self, store_id: UUID) -> Store:
+        try:
+            store: object = self.repository.get(store_id)
+        except AggregateNotFoundError:
+            raise NotFound("store", store_id) from None
+        if not isinstance(store, Store):
+            raise NotFound("store", store_id)
+        return store
+
+    def _save_or_conflict(self, webhook: Webhook) -> None:
+        try:
+            self.save(webhook)
+        except IntegrityError:
+            raise Conflict(f"webhook {webhook.id} changed meanwhile; try again") from None
+
+
+def webhook_view(webhook: Webhook) -> JSON:
+    """A webhook as any read shows it: no secret, header values redacted."""
+    previous = webhook.secrets[1].expires_at if len(webhook.secrets) > 1 else None
+    return {
+        "id": str(webhook.id),
+        "storeId": str(webhook.store_id),
+        "url": webhook.url,
+        "eventTypes": list(webhook.event_types),
+        "description": webhook.description,
+        "headers": dict.fromkeys(webhook.header_names, REDACTED),
+        "timeoutSeconds": webhook.timeout_seconds,
+        "rateLimit": webhook.rate_limit,
+        "enabled": webhook.enabled,
+        "disabledReason": webhook.disabled_reason,
+        "previousSecretExpiresAt": timestamp(previous) if previous else None,
+        "createdAt": timestamp(webhook.created_on),
+        "updatedAt": timestamp(webhook.modified_on),
+        "version": webhook.version,
+    }
