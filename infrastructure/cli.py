@@ -1,31 +1,35 @@
 """The `webround` command: serve the service, and operate it.
 
-webround serve [--host H] [--port P]   the whole service in one process (embedded default)
-webround settings [--markdown]         the configuration reference
+webround serve [--host H] [--port P]          the whole service in one process
+webround stores create --name NAME             a store and its first API key, as JSON
+webround keys create --store ID [--email E]    another API key (shown once)
+webround keys revoke KEY_ID                    revoke a key
+webround settings [--markdown]                 the configuration reference
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+from uuid import UUID
 
+from application.errors import ApplicationError
+from domain.errors import DomainError
+from domain.values import Actor
 from infrastructure.settings import Settings, SettingsError, markdown_table
+
+if TYPE_CHECKING:
+    from infrastructure.bootstrap import Services
+
+CLI_ACTOR = Actor.system()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="webround", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run the whole service in one process")
-    serve.add_argument("--host", help="interface to listen on (default WEBROUND_HOST)")
-    serve.add_argument("--port", type=int, help="port to listen on (default WEBROUND_PORT)")
-
-    show = commands.add_parser("settings", help="print the configuration reference")
-    show.add_argument("--markdown", action="store_true", help="as the Markdown table of docs/")
-
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as error:
@@ -34,7 +38,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "settings":
         print(markdown_table() if args.markdown else settings)
         return 0
-    return _serve(settings, args.host or settings.host, args.port or settings.port)
+    if args.command == "serve":
+        return _serve(settings, args.host or settings.host, args.port or settings.port)
+    try:
+        return _admin(settings, args)
+    except (ApplicationError, DomainError) as error:
+        print(f"webround: {error}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="webround", description="Webround Webhooks")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the whole service in one process")
+    serve.add_argument("--host", help="interface to listen on (default WEBROUND_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (default WEBROUND_PORT)")
+
+    stores = commands.add_parser("stores", help="manage stores").add_subparsers(
+        dest="action", required=True
+    )
+    create_store = stores.add_parser("create", help="create a store and its first API key")
+    create_store.add_argument("--name", required=True)
+    create_store.add_argument("--email", help="the person the first key acts for (default: none)")
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
+    create_key = keys.add_parser("create", help="create an API key (shown once)")
+    create_key.add_argument("--store", required=True, type=UUID)
+    create_key.add_argument("--email", help="the person the key acts for (default: none)")
+    revoke = keys.add_parser("revoke", help="revoke an API key")
+    revoke.add_argument("key_id")
+
+    show = commands.add_parser("settings", help="print the configuration reference")
+    show.add_argument("--markdown", action="store_true", help="as the Markdown table of docs/")
+    return parser
+
+
+def _admin(settings: Settings, args: argparse.Namespace) -> int:
+    from infrastructure.bootstrap import build
+
+    services = build(settings)
+    try:
+        webhooks = services.webhooks
+        if args.command == "stores":
+            store = webhooks.create_store(args.name, CLI_ACTOR)
+            key = webhooks.create_api_key(UUID(store["storeId"]), args.email, CLI_ACTOR)
+            print(json.dumps({"storeId": store["storeId"], "apiKey": key["apiKey"]}))
+        elif args.action == "create":
+            key = webhooks.create_api_key(args.store, args.email, CLI_ACTOR)
+            print(json.dumps({"keyId": key["keyId"], "apiKey": key["apiKey"]}))
+        else:
+            webhooks.revoke_api_key(args.key_id, CLI_ACTOR)
+            print(json.dumps({"keyId": args.key_id, "revoked": True}))
+    finally:
+        services.close()
+    return 0
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:
@@ -45,11 +105,32 @@ def _serve(settings: Settings, host: str, port: int) -> int:
 
     services = build(settings)
     try:
+        _first_start(services, host, port)
         print(f"webround: serving on http://{host}:{port} (data in {settings.data_dir})")
         uvicorn.run(create_app(services), host=host, port=port, log_level="info")
     finally:
         services.close()
     return 0
+
+
+def _first_start(services: Services, host: str, port: int) -> None:
+    """On the very first start of an embedded data directory, create a store and show its
+    key once — so a newcomer can call the API right away."""
+    marker = services.settings.data_dir / "first-store"
+    if not services.settings.embedded or marker.exists():
+        return
+    store = services.webhooks.create_store("My store", CLI_ACTOR)
+    key = services.webhooks.create_api_key(UUID(store["storeId"]), None, CLI_ACTOR)
+    marker.write_text(store["storeId"] + "\n")
+    print(
+        "webround: first start — created a store for you.\n"
+        f"  store id: {store['storeId']}\n"
+        f"  API key:  {key['apiKey']}   (shown once: keep it now)\n"
+        f"  try:      curl -H 'Authorization: Bearer {key['apiKey']}' "
+        f"http://{host}:{port}/v1/event-types\n"
+        f"  API description: http://{host}:{port}/openapi.json",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from infrastructure.api import health
-from infrastructure.bootstrap import Services
+from infrastructure.api import commerce, event_types, health, openapi, problems, webhooks
+from infrastructure.api.endpoint import Endpoint
+from infrastructure.bootstrap import VERSION, Services
+
+ENDPOINTS: list[Endpoint] = [*commerce.ENDPOINTS, *webhooks.ENDPOINTS, *event_types.ENDPOINTS]
 
 
 def create_app(services: Services) -> Starlette:
-    app = Starlette(routes=[Route("/healthz", health.healthz, methods=["GET"])])
+    spec = openapi.document(ENDPOINTS, VERSION)
+
+    async def openapi_json(request: Request) -> JSONResponse:
+        return JSONResponse(spec)
+
+    routes = [
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        *(endpoint.route() for endpoint in ENDPOINTS),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: problems.http_exception, Exception: problems.unexpected},
+    )
     app.state.services = services
     return app

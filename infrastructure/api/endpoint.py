@@ -1,0 +1,238 @@
+"""The API's endpoints as data: one `Endpoint` per route, turned into Starlette routes here
+and into the OpenAPI document by `openapi.py` — so the description cannot drift from the
+code that answers.
+
+Every endpoint goes through the same steps: authenticate the key, read and validate the
+JSON body against the endpoint's schema, honour `Idempotency-Key` on commands, run the
+handler in a worker thread (our applications are synchronous), answer JSON or a problem.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from application.errors import InvalidRequest, NotFound, Unauthenticated
+from application.webhooks import Principal
+from domain.values import Actor
+from infrastructure.api.problems import ApiProblem, problem_for
+from infrastructure.bootstrap import Services
+from infrastructure.idempotency import (
+    InProgress,
+    Mismatch,
+    Proceed,
+    Replay,
+    StoredResponse,
+    fingerprint,
+)
+
+JSON = dict[str, Any]
+MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Call:
+    """Everything a handler may use: who asks, what they sent, and the services."""
+
+    principal: Principal
+    actor: Actor
+    services: Services
+    body: JSON
+    ids: Mapping[str, UUID]
+    query: Mapping[str, str]
+
+    @property
+    def store_id(self) -> UUID:
+        return self.principal.store_id
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    name: str
+    schema: JSON
+    description: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Callable[[Call], JSON | None]
+    operation_id: str
+    summary: str
+    tag: str
+    status: int = 200
+    request: JSON | None = None
+    response: JSON | None = None
+    command: bool = False  # records something: takes Idempotency-Key and initiatedBy
+    errors: tuple[int, ...] = ()
+    query: tuple[QueryParam, ...] = ()
+    _validator: Draft202012Validator | None = field(default=None, init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.request is not None:
+            validator = Draft202012Validator(
+                self.request, format_checker=Draft202012Validator.FORMAT_CHECKER
+            )
+            object.__setattr__(self, "_validator", validator)
+
+    @property
+    def path_ids(self) -> list[str]:
+        return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
+
+    def route(self) -> Route:
+        async def asgi(request: Request) -> Response:
+            try:
+                return await self._answer(request)
+            except Exception as error:  # every failure becomes a problem response
+                return problem_for(error)
+
+        return Route(self.path, asgi, methods=[self.method], name=self.operation_id)
+
+    async def _answer(self, request: Request) -> Response:
+        services: Services = request.app.state.services
+        principal = await run_in_threadpool(authenticate, services, request)
+        ids = {name: _uuid(request.path_params[name]) for name in self.path_ids}
+        raw = await read_body(request)
+        body = self._validate(raw)
+        actor = _actor(principal, body) if self.command else principal.actor
+        call = Call(principal, actor, services, body, ids, request.query_params)
+        key = request.headers.get("idempotency-key")
+        if not (self.command and key):
+            return await self._run(call)
+        return await self._run_once(call, key, fingerprint(self.method, request.url.path, raw))
+
+    async def _run(self, call: Call) -> Response:
+        result = await run_in_threadpool(self.handler, call)
+        if result is None:
+            return Response(status_code=204)
+        return JSONResponse(result, status_code=self.status)
+
+    async def _run_once(self, call: Call, key: str, print_: str) -> Response:
+        store = call.services.idempotency
+        if len(key) > 255:
+            raise InvalidRequest("must be at most 255 characters", field="Idempotency-Key")
+        outcome = await run_in_threadpool(
+            store.begin, call.store_id, key, print_, datetime.now(UTC)
+        )
+        match outcome:
+            case Replay(response=stored):
+                return Response(
+                    stored.body,
+                    status_code=stored.status,
+                    media_type=stored.content_type,
+                    headers={"Idempotent-Replayed": "true"},
+                )
+            case InProgress():
+                raise ApiProblem(409, "a request with this Idempotency-Key is still running")
+            case Mismatch():
+                raise InvalidRequest(
+                    "this Idempotency-Key was used with a different request",
+                    field="Idempotency-Key",
+                )
+            case Proceed():
+                pass
+        try:
+            response = await self._run(call)
+        except Exception as error:
+            response = problem_for(error)
+        if response.status_code >= 500:
+            await run_in_threadpool(store.abandon, call.store_id, key)
+        else:
+            stored = StoredResponse(
+                response.status_code, bytes(response.body), response.media_type or ""
+            )
+            await run_in_threadpool(store.finish, call.store_id, key, stored)
+        return response
+
+    def _validate(self, raw: bytes) -> JSON:
+        if self._validator is None:
+            if raw.strip():
+                raise ApiProblem(400, "this endpoint takes no request body")
+            return {}
+        body: Any = {} if not raw.strip() else _parse(raw)
+        errors = sorted(self._validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+        if errors:
+            raise ApiProblem(
+                422,
+                "the request body has invalid fields",
+                [{"field": _field(e), "message": e.message} for e in errors],
+            )
+        validated: JSON = body
+        return validated
+
+
+def authenticate(services: Services, request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send your API key as `Authorization: Bearer <key>`")
+    return services.webhooks.authenticate(token.strip())
+
+
+async def read_body(request: Request) -> bytes:
+    """The raw body, refusing more than 1 MiB (before reading it where the size is declared)
+    and anything that is not JSON."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        raise ApiProblem(413, "request bodies are limited to 1 MiB")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ApiProblem(413, "request bodies are limited to 1 MiB")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if raw.strip() and media_type != "application/json" and not media_type.endswith("+json"):
+        raise ApiProblem(415, "send the request body as application/json")
+    return raw
+
+
+def _parse(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ApiProblem(400, f"the request body is not valid JSON: {error}") from None
+
+
+def _field(error: ValidationError) -> str:
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    if error.validator == "required" and isinstance(error.validator_value, list):
+        missing = error.message.split("'")[1] if "'" in error.message else ""
+        path = f"{path}.{missing}"
+    elif error.validator == "additionalProperties" and "'" in error.message:
+        path = f"{path}.{error.message.split(chr(39))[1]}"
+    return path.lstrip(".") or "body"
+
+
+def _uuid(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        # An id that is not a UUID names nothing we could ever have stored.
+        raise NotFound("resource", value) from None
+
+
+def _actor(principal: Principal, body: JSON) -> Actor:
+    """The actor of a command: the key's person or the system, or — for system keys only —
+    the person or system named by an explicit `initiatedBy` in the body."""
+    if "initiatedBy" not in body:
+        return principal.actor
+    claimed = body["initiatedBy"]
+    if principal.actor.kind == "person" and claimed != principal.actor.email:
+        raise InvalidRequest(
+            "a key that acts for a person cannot record another actor", field="initiatedBy"
+        )
+    return Actor.person(claimed) if claimed else Actor.system()

@@ -1,0 +1,122 @@
+"""`GET /openapi.json`: an OpenAPI 3.1 description generated from the endpoint table.
+
+Paths, bodies, responses and errors come from the same `Endpoint` objects that route and
+validate requests, so the description is true by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from infrastructure.api import schemas as s
+from infrastructure.api.endpoint import Endpoint
+from infrastructure.api.problems import PROBLEM, TITLES
+
+JSON = dict[str, Any]
+
+
+def document(endpoints: Sequence[Endpoint], version: str) -> JSON:
+    paths: dict[str, JSON] = {
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Is the service up and can it reach its event store?",
+                "tags": ["Operations"],
+                "security": [],
+                "responses": {
+                    "200": _json("Healthy", {"type": "object"}),
+                    "503": _json("The event store cannot be reached", {"type": "object"}),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "tags": ["Operations"],
+                "security": [],
+                "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
+            }
+        },
+    }
+    for endpoint in endpoints:
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "Webround Webhooks API",
+            "version": version,
+            "description": "Store commands, webhook configuration and the event catalog. "
+            "Every error is `application/problem+json` (RFC 9457).",
+        },
+        "components": {
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "A store's API key."}
+            },
+            "schemas": {"Problem": s.PROBLEM},
+        },
+        "security": [{"apiKey": []}],
+        "paths": paths,
+    }
+
+
+def _operation(endpoint: Endpoint) -> JSON:
+    parameters: list[JSON] = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "format": "uuid"},
+        }
+        for name in endpoint.path_ids
+    ]
+    parameters += [
+        {
+            "name": q.name,
+            "in": "query",
+            "required": False,
+            "schema": q.schema,
+            "description": q.description,
+        }
+        for q in endpoint.query
+    ]
+    if endpoint.command:
+        parameters.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "description": "Repeat a command safely: the same key and body within 24 h "
+                "return the first answer and record nothing new.",
+            }
+        )
+    responses: JSON = {}
+    if endpoint.status == 204:
+        responses["204"] = {"description": "Done"}
+    else:
+        responses[str(endpoint.status)] = _json("Success", endpoint.response or {})
+    for status in endpoint.errors:
+        responses[str(status)] = {
+            "description": TITLES[status],
+            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    operation: JSON = {
+        "operationId": endpoint.operation_id,
+        "summary": endpoint.summary,
+        "tags": [endpoint.tag],
+        "parameters": parameters,
+        "responses": responses,
+    }
+    if endpoint.request is not None:
+        operation["requestBody"] = {
+            "required": bool(endpoint.request.get("required")),
+            "content": {"application/json": {"schema": endpoint.request}},
+        }
+    return operation
+
+
+def _json(description: str, schema: JSON) -> JSON:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
