@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 from uuid import UUID
 
 
@@ -25,3 +28,37 @@ class SecretKeeper(Protocol):
     def seal_headers(self, webhook_id: UUID, headers: dict[str, str]) -> str:
         """The webhook's custom headers, sealed as one value."""
         ...
+
+
+class EventHistory(Protocol):
+    """Positions in an application's notification log, for snapshots "as of" an event."""
+
+    def version_at(self, originator_id: UUID, position: int) -> int | None:
+        """The aggregate's version after every event at or before log ``position``
+        (None when it had no event yet)."""
+        ...
+
+
+@dataclass(frozen=True)
+class BuiltEnvelope:
+    """An envelope as the projection built it: its identity and its body, serialised once."""
+
+    event_id: str
+    envelope_id: UUID
+    event_type: str
+    store_id: UUID
+    entity_id: UUID
+    occurred_at: datetime
+    body: str
+
+
+# (entity kind, id) -> that entity's JSON view as it was at the event's log position.
+Lookup = Callable[[str, UUID], dict[str, Any]]
+
+
+class BuildEnvelope(Protocol):
+    """Maps a store event to its envelope (implemented in `projections.envelopes`)."""
+
+    def __call__(
+        self, domain_event: Any, entity: dict[str, Any], lookup: Lookup, store_id: UUID
+    ) -> BuiltEnvelope: ...

@@ -3,21 +3,40 @@
 Nothing else in the code reads configuration or opens connections on its own; tests build
 the same graph with their own `Settings` (a temporary data dir, a private PostgreSQL
 schema) and so exercise exactly what production runs.
+
+`build` makes the applications every process needs; `start_dispatcher` and
+`start_worker` add the background parts of the dispatcher and worker roles. Embedded mode
+(`webround serve`) starts both in one process on an in-process broker.
 """
 
 from __future__ import annotations
 
+import random
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
 from application.commerce import Commerce
+from application.directory import WebhookDirectory
+from application.dispatch import Dispatch
 from application.webhooks import Webhooks
+from domain.delivery import RetryPolicy
+from infrastructure.broker import declare_deliver_actor, enqueue
+from infrastructure.dispatcher import Dispatcher
+from infrastructure.history import event_history
 from infrastructure.idempotency import IdempotencyStore, open_idempotency_store
 from infrastructure.persistence import application_env, ensure_schema
+from infrastructure.schedule import PostgresSchedule, Schedule, SqliteSchedule
 from infrastructure.secrets import MasterKey, SealingKeeper, SecretBox
+from infrastructure.sender import Sender
 from infrastructure.settings import Settings
 from infrastructure.ssrf import TargetGuard
+from infrastructure.worker import USER_AGENT, AttemptRecorder, DeliveryWorker
+from projections.envelopes import build_envelope
 
 VERSION = "0.1.0"
 
@@ -27,17 +46,27 @@ class Services:
     settings: Settings
     commerce: Commerce
     webhooks: Webhooks
+    dispatch: Dispatch
     keeper: SealingKeeper
     guard: TargetGuard
     idempotency: IdempotencyStore
+    _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
+        """Stop background parts (newest first), then close the stores."""
+        while self._closers:
+            self._closers.pop()()
         self.idempotency.close()
+        self.dispatch.close()
         self.webhooks.close()
         self.commerce.close()
 
 
-def build(settings: Settings, clock: Callable[[], datetime] | None = None) -> Services:
+def build(
+    settings: Settings,
+    clock: Callable[[], datetime] | None = None,
+    jitter: Callable[[], float] | None = None,
+) -> Services:
     if settings.database_url is not None:
         ensure_schema(settings.database_url)
     master_key = MasterKey.load(
@@ -45,16 +74,86 @@ def build(settings: Settings, clock: Callable[[], datetime] | None = None) -> Se
     )
     keeper = SealingKeeper(SecretBox(master_key))
     guard = TargetGuard(allowed_networks=settings.allowed_targets)
+    commerce = Commerce(env=application_env(settings, Commerce.name), clock=clock)
+    webhooks = Webhooks(
+        env=application_env(settings, Webhooks.name), targets=guard, keeper=keeper, clock=clock
+    )
+    dispatch = Dispatch(
+        env=application_env(settings, Dispatch.name),
+        commerce=commerce,
+        directory=WebhookDirectory(webhooks),
+        history=event_history(commerce.recorder),
+        build_envelope=build_envelope,
+        policy=RetryPolicy(settings.retry_schedule),
+        clock=clock,
+        random=jitter or random.random,
+    )
     return Services(
         settings=settings,
-        commerce=Commerce(env=application_env(settings, Commerce.name), clock=clock),
-        webhooks=Webhooks(
-            env=application_env(settings, Webhooks.name),
-            targets=guard,
-            keeper=keeper,
-            clock=clock,
-        ),
+        commerce=commerce,
+        webhooks=webhooks,
+        dispatch=dispatch,
         keeper=keeper,
         guard=guard,
         idempotency=open_idempotency_store(settings),
     )
+
+
+def open_schedule(settings: Settings) -> Schedule:
+    if settings.database_url is None:
+        return SqliteSchedule(settings.data_dir / "schedule.sqlite")
+    return PostgresSchedule(settings.database_url)
+
+
+def start_dispatcher(
+    services: Services,
+    broker: dramatiq.Broker,
+    clock: Callable[[], datetime] | None = None,
+) -> Dispatcher:
+    """Run the dispatcher loop in a background thread until `services.close()`."""
+    schedule = open_schedule(services.settings)
+    if isinstance(broker, StubBroker):
+        # An in-process broker lost every message with the last process: hand out again
+        # at once what was handed out then, instead of waiting for the leases to run out.
+        schedule.release_leases()
+    dispatcher = Dispatcher(
+        services.dispatch,
+        schedule,
+        lambda message: enqueue(broker, message),
+        lease_seconds=services.settings.lease_seconds,
+        clock=clock,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=dispatcher.run, args=(stop,), name="dispatcher", daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        dispatcher.nudge()
+        thread.join(timeout=10)
+        schedule.close()
+
+    services._closers.append(close)
+    return dispatcher
+
+
+def start_worker(
+    services: Services,
+    broker: dramatiq.Broker,
+    clock: Callable[[], datetime] | None = None,
+) -> dramatiq.Worker:
+    """Consume delivery messages with `WEBROUND_WORKER_THREADS` threads until closed."""
+    threads = services.settings.worker_threads
+    sender = Sender(services.guard, USER_AGENT, max_connections=max(threads * 2, 10))
+    recorder = AttemptRecorder(services.dispatch, services.webhooks)
+    declare_deliver_actor(broker, DeliveryWorker(sender, services.keeper, recorder, clock))
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+
+    def close() -> None:
+        worker.stop()
+        recorder.stop()
+        sender.close()
+
+    services._closers.append(close)
+    return worker

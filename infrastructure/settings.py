@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+from domain.delivery import DEFAULT_RETRY_SCHEDULE
 
-# §6: after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h (about 3 days in all).
-DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(ValueError):
@@ -53,6 +52,22 @@ def _port(value: str) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise SettingsError("must be a TCP port number")
     return int(value)
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise SettingsError("must be a whole number, at least 1")
+    return int(value)
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError("must be a number of seconds") from None
+    if not number > 0:
+        raise SettingsError("must be positive")
+    return number
 
 
 def _database_url(value: str) -> str:
@@ -114,6 +129,19 @@ SETTINGS: tuple[Setting, ...] = (
         "is applied); one attempt more than there are entries.",
         _schedule,
     ),
+    Setting(
+        "WEBROUND_WORKER_THREADS",
+        "8",
+        "Delivery attempts a worker process (or the embedded worker) runs at once.",
+        _positive_int,
+    ),
+    Setting(
+        "WEBROUND_LEASE_SECONDS",
+        "60",
+        "How long a delivery handed to the queue may stay unrecorded before the dispatcher "
+        "hands it out again (a worker or broker lost it). Keep above the longest timeout.",
+        _positive_float,
+    ),
     Setting("WEBROUND_HOST", "127.0.0.1", "Interface `webround serve|api` listen on.", str),
     Setting("WEBROUND_PORT", "8000", "Port `webround serve|api` listen on.", _port),
 )
@@ -128,6 +156,8 @@ class Settings:
     master_key_file: Path | None = None
     allowed_targets: tuple[Network, ...] = ()
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    worker_threads: int = 8
+    lease_seconds: float = 60.0
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -1,0 +1,282 @@
+"""The dispatch application: envelopes and deliveries, and the record of every attempt.
+
+It follows the commerce notification log. For each store event it creates the event's
+Envelope and one Delivery per webhook that wants it, and records them together with the
+log position they came from, in one transaction: a restart resumes after the last
+position and creates nothing twice (and the deterministic ids would refuse it anyway).
+
+Snapshots are exact: the event's own entity is read at the event's version, and every
+related entity at its version *as of the event's log position* (`EventHistory`).
+"""
+
+from __future__ import annotations
+
+import random as _random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking
+
+from application import views
+from application.commerce import Commerce
+from application.directory import WebhookDirectory
+from application.errors import Conflict, NotFound
+from application.ports import BuildEnvelope, EventHistory
+from application.transcodings import register_store_transcodings
+from domain.base import StoreAggregate
+from domain.delivery import (
+    Delivery,
+    Envelope,
+    RetryPolicy,
+    delivery_id_of,
+    envelope_id_of,
+)
+from domain.values import Actor
+from domain.webhook import matches
+
+JSON = dict[str, Any]
+UPSTREAM = Commerce.name
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What a worker observed on one attempt, to be recorded on its delivery."""
+
+    delivery_id: UUID
+    number: int
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None
+    error: str | None = None
+    detail: str | None = None
+    response_headers: dict[str, str] = field(default_factory=dict)
+    response_body: str = ""
+    retry_after: float | None = None
+    final: bool = False  # no retry whatever the outcome (e.g. the webhook was deleted)
+
+    @property
+    def gone(self) -> bool:
+        """410 Gone: the receiver says this endpoint no longer exists."""
+        return self.status_code == 410
+
+
+class Dispatch(Application[UUID]):
+    name = "dispatch"
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        commerce: Commerce,
+        directory: WebhookDirectory,
+        history: EventHistory,
+        build_envelope: BuildEnvelope,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], datetime] | None = None,
+        random: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.commerce = commerce
+        self.directory = directory
+        self.history = history
+        self.build_envelope = build_envelope
+        self.policy = policy or RetryPolicy()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.random = random or _random.random
+        # Views of an entity at a version never change: cache them across events.
+        self._view_at = lru_cache(maxsize=20_000)(self._load_view)
+
+    def construct_recorder(self) -> ProcessRecorder:
+        return self.factory.process_recorder()
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        register_store_transcodings(transcoder)
+
+    # Envelopes and fan-out -----------------------------------------------------------
+
+    @property
+    def position(self) -> int:
+        """The last commerce log position turned into envelopes."""
+        recorder = self.recorder
+        assert isinstance(recorder, ProcessRecorder)
+        return recorder.max_tracking_id(UPSTREAM) or 0
+
+    def process_new_events(self, limit: int = 100) -> int:
+        """Turn up to ``limit`` new store events into envelopes and deliveries; all of
+        them and the new position commit together. Returns how many were processed."""
+        notifications = self.commerce.recorder.select_notifications(
+            start=self.position + 1, limit=limit
+        )
+        if not notifications:
+            return 0
+        self.directory.refresh()
+        new: list[Any] = []
+        for notification in notifications:
+            domain_event = self.commerce.mapper.to_domain_event(notification)
+            new.extend(self._envelope_and_deliveries(domain_event, notification.id))
+        pending = [e for aggregate in new for e in aggregate.collect_events()]
+        self.events.put(pending, tracking=Tracking(UPSTREAM, notifications[-1].id))
+        return len(notifications)
+
+    def _envelope_and_deliveries(self, domain_event: Any, position: int) -> list[Any]:
+        entity: StoreAggregate = self.commerce.repository.get(
+            domain_event.originator_id, version=domain_event.originator_version
+        )
+        entity_view = views.view(entity)
+
+        def lookup(kind: str, entity_id: UUID) -> JSON:
+            version = self.history.version_at(entity_id, position)
+            if version is None:  # cannot happen for a valid log; say so loudly
+                raise LookupError(f"{kind} {entity_id} had no event before position {position}")
+            return self._view_at(entity_id, version)
+
+        built = self.build_envelope(domain_event, entity_view, lookup, entity.store_id)
+        envelope = Envelope(
+            built.event_id,
+            built.event_type,
+            built.store_id,
+            built.entity_id,
+            built.occurred_at,
+            position,
+            built.body,
+        )
+        deliveries = [
+            Delivery(
+                delivery_id_of(envelope.id, target.webhook_id),
+                envelope.id,
+                built.event_id,
+                built.event_type,
+                built.store_id,
+                target.webhook_id,
+                built.occurred_at,
+                False,
+                Actor.system(),
+            )
+            for target in self.directory.matching(
+                built.store_id, built.event_type, built.occurred_at
+            )
+        ]
+        return [envelope, *deliveries]
+
+    def _load_view(self, entity_id: UUID, version: int) -> JSON:
+        return views.view(self.commerce.repository.get(entity_id, version=version))
+
+    # Attempts ------------------------------------------------------------------------
+
+    def record_attempts(self, results: Sequence[AttemptResult]) -> list[Delivery]:
+        """Record many attempts in one transaction (group commit); duplicates of an
+        attempt already recorded are ignored. Returns the deliveries that changed."""
+        changed: dict[UUID, Delivery] = {}
+        for result in results:
+            delivery = changed.get(result.delivery_id) or self._delivery(result.delivery_id)
+            if self._apply_attempt(delivery, result):
+                changed[delivery.id] = delivery
+        if not changed:
+            return []
+        try:
+            self.save(*changed.values())
+        except IntegrityError:
+            # Another worker recorded on one of these meanwhile (a redelivered message):
+            # fall back to one transaction per attempt, each on fresh state.
+            return self._record_one_by_one(results)
+        return list(changed.values())
+
+    def _record_one_by_one(self, results: Sequence[AttemptResult]) -> list[Delivery]:
+        changed = []
+        for result in results:
+            delivery = self._delivery(result.delivery_id)
+            if self._apply_attempt(delivery, result):
+                try:
+                    self.save(delivery)
+                except IntegrityError:
+                    continue
+                changed.append(delivery)
+        return changed
+
+    def _apply_attempt(self, delivery: Delivery, result: AttemptResult) -> bool:
+        if delivery.finished:
+            return False
+        return delivery.record_attempt(
+            number=result.number,
+            started_at=result.started_at,
+            duration_ms=result.duration_ms,
+            status_code=result.status_code,
+            error=result.error,
+            detail=result.detail,
+            response_headers=result.response_headers,
+            response_body=result.response_body,
+            policy=self.policy,
+            random=self.random,
+            retry_after=result.retry_after if result.status_code in (429, 503) else None,
+            final=result.gone or result.final,
+        )
+
+    # Send again ----------------------------------------------------------------------
+
+    def send_again(
+        self, store_id: UUID, event_id: str, actor: Actor, webhook_id: UUID | None = None
+    ) -> list[JSON]:
+        """New deliveries of the same envelope, marked as a replay requested by ``actor``:
+        to one webhook, or to every enabled webhook that listens to the event's type."""
+        envelope = self.envelope(store_id, event_id)
+        self.directory.refresh()
+        if webhook_id is not None:
+            target = self.directory.get(webhook_id)
+            if target is None or target.store_id != store_id or target.deleted:
+                raise NotFound("webhook", webhook_id)
+            if not target.enabled:
+                raise Conflict(f"webhook {webhook_id} is disabled; enable it to send again")
+            targets = [target]
+        else:
+            targets = [
+                t
+                for t in self.directory.for_store(store_id)
+                if t.enabled and not t.deleted and matches(list(t.event_types), envelope.event_type)
+            ]
+        now = self.clock()
+        deliveries = [
+            Delivery(
+                uuid4(),
+                envelope.id,
+                envelope.event_id,
+                envelope.event_type,
+                store_id,
+                target.webhook_id,
+                now,
+                True,
+                actor,
+            )
+            for target in targets
+        ]
+        if deliveries:
+            self.save(*deliveries)
+        return [{"id": str(d.id), "webhookId": str(d.webhook_id)} for d in deliveries]
+
+    # Reads ---------------------------------------------------------------------------
+
+    def envelope(self, store_id: UUID, event_id: str) -> Envelope:
+        try:
+            envelope: object = self.repository.get(envelope_id_of(event_id))
+        except (AggregateNotFoundError, ValueError):
+            raise NotFound("event", event_id) from None
+        if not isinstance(envelope, Envelope) or envelope.store_id != store_id:
+            raise NotFound("event", event_id)
+        return envelope
+
+    def delivery(self, delivery_id: UUID) -> Delivery:
+        return self._delivery(delivery_id)
+
+    def _delivery(self, delivery_id: UUID) -> Delivery:
+        try:
+            delivery: object = self.repository.get(delivery_id)
+        except AggregateNotFoundError:
+            raise NotFound("delivery", delivery_id) from None
+        if not isinstance(delivery, Delivery):
+            raise NotFound("delivery", delivery_id)
+        return delivery

@@ -1,0 +1,233 @@
+"""Envelopes and Deliveries: what we send, and every attempt to send it.
+
+An **Envelope** is created once per store event: the exact bytes every endpoint receives,
+on every retry and every "Send again". A **Delivery** is one envelope on its way to one
+webhook; it records each attempt and ends ``succeeded`` or ``failed``. The retry schedule
+(§6) is defined here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import InvalidTransition
+from domain.values import Actor
+
+# §6: after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h (about 3 days in all).
+DEFAULT_RETRY_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+JITTER = 0.2
+# A Retry-After is honoured within these bounds, so a receiver can neither make us hammer
+# it nor park a delivery for longer than the whole schedule.
+RETRY_AFTER_BOUNDS = (1.0, 86400.0)
+
+_NAMESPACE = uuid5(NAMESPACE_URL, "https://webround.example/envelopes")
+
+
+def event_id_of(originator_id: UUID, version: int) -> str:
+    """The public id of a store event: stable across endpoints, retries and rebuilds."""
+    return "evt_" + uuid5(_NAMESPACE, f"{originator_id}/{version}").hex
+
+
+def envelope_id_of(event_id: str) -> UUID:
+    return uuid5(_NAMESPACE, f"envelope/{event_id}")
+
+
+def delivery_id_of(envelope_id: UUID, webhook_id: UUID) -> UUID:
+    """The id of the first delivery of an envelope to a webhook: creating it twice is
+    impossible, whatever restarts or re-processing happen."""
+    return uuid5(_NAMESPACE, f"delivery/{envelope_id}/{webhook_id}")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try again after a failed attempt, and when to give up."""
+
+    schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.schedule) + 1
+
+    def next_attempt_at(
+        self,
+        attempt: int,
+        now: datetime,
+        random: Callable[[], float],
+        retry_after: float | None = None,
+    ) -> datetime | None:
+        """The time of the attempt after failed attempt number ``attempt`` (1-based), or
+        None when the schedule is exhausted. ``random()`` is in [0, 1): ±20% jitter."""
+        if attempt >= self.max_attempts:
+            return None
+        if retry_after is not None:
+            low, high = RETRY_AFTER_BOUNDS
+            delay = min(max(retry_after, low), high)
+        else:
+            delay = self.schedule[attempt - 1] * (1 - JITTER + 2 * JITTER * random())
+        return now + timedelta(seconds=delay)
+
+
+class Envelope(Aggregate):
+    """The message of one store event, serialised once and never changed."""
+
+    @staticmethod
+    def create_id(event_id: str) -> UUID:
+        return envelope_id_of(event_id)
+
+    @event("Created")
+    def __init__(
+        self,
+        event_id: str,
+        event_type: str,
+        store_id: UUID,
+        entity_id: UUID,
+        occurred_at: datetime,
+        position: int,
+        body: str,
+    ) -> None:
+        self.event_id = event_id
+        self.event_type = event_type
+        self.store_id = store_id
+        self.entity_id = entity_id
+        self.occurred_at = occurred_at
+        self.position = position
+        self.body = body
+
+
+@dataclass(frozen=True)
+class Attempt:
+    number: int
+    started_at: datetime
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    detail: str | None
+    response_headers: dict[str, str]
+    response_body: str
+    next_attempt_at: datetime | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class Delivery(Aggregate):
+    """One envelope on its way to one webhook, with the record of every attempt."""
+
+    @staticmethod
+    def create_id(delivery_id: UUID) -> UUID:
+        return delivery_id
+
+    @event("Scheduled")
+    def __init__(
+        self,
+        delivery_id: UUID,
+        envelope_id: UUID,
+        event_id: str,
+        event_type: str,
+        store_id: UUID,
+        webhook_id: UUID,
+        due_at: datetime,
+        replay: bool,
+        actor: Actor,
+    ) -> None:
+        self.envelope_id = envelope_id
+        self.event_id = event_id
+        self.event_type = event_type
+        self.store_id = store_id
+        self.webhook_id = webhook_id
+        self.replay = replay
+        self.requested_by = actor
+        self.attempts: list[Attempt] = []
+        self.status = "pending"
+        self.next_attempt_at: datetime | None = due_at
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "pending"
+
+    def record_attempt(
+        self,
+        *,
+        number: int,
+        started_at: datetime,
+        duration_ms: float,
+        status_code: int | None,
+        error: str | None,
+        detail: str | None,
+        response_headers: dict[str, str],
+        response_body: str,
+        policy: RetryPolicy,
+        random: Callable[[], float],
+        retry_after: float | None = None,
+        final: bool = False,
+    ) -> bool:
+        """Record attempt ``number``; False when it was recorded already (a duplicate).
+
+        A failed attempt schedules the next one by ``policy``, unless ``final`` (the
+        receiver said 410 Gone) or the schedule is exhausted.
+        """
+        if any(a.number == number for a in self.attempts):
+            return False
+        if self.finished:
+            raise InvalidTransition(f"delivery {self.id} is already {self.status}")
+        succeeded = status_code is not None and 200 <= status_code < 300
+        next_at = None
+        if not succeeded and not final:
+            next_at = policy.next_attempt_at(number, started_at, random, retry_after)
+        outcome = "succeeded" if succeeded else ("retrying" if next_at else "failed")
+        self._attempted(
+            number=number,
+            started_at=started_at,
+            duration_ms=duration_ms,
+            status_code=status_code,
+            error=error,
+            detail=detail,
+            response_headers=response_headers,
+            response_body=response_body,
+            next_attempt_at=next_at,
+            outcome=outcome,
+        )
+        return True
+
+    @event("Attempted")
+    def _attempted(
+        self,
+        number: int,
+        started_at: datetime,
+        duration_ms: float,
+        status_code: int | None,
+        error: str | None,
+        detail: str | None,
+        response_headers: dict[str, str],
+        response_body: str,
+        next_attempt_at: datetime | None,
+        outcome: str,
+    ) -> None:
+        self.attempts.append(
+            Attempt(
+                number,
+                started_at,
+                duration_ms,
+                status_code,
+                error,
+                detail,
+                response_headers,
+                response_body,
+                next_attempt_at,
+            )
+        )
+        self.next_attempt_at = next_attempt_at
+        self.status = "pending" if outcome == "retrying" else outcome
+
+
+# The event classes the decorators above define, named for code outside this module (the
+# decorator creates them at run time, so type checkers cannot see them as attributes).
+DeliveryScheduled: type[Aggregate.Event] = Delivery.Scheduled  # type: ignore[attr-defined]
+DeliveryAttempted: type[Aggregate.Event] = Delivery.Attempted  # type: ignore[attr-defined]
+EnvelopeCreated: type[Aggregate.Event] = Envelope.Created

@@ -1,0 +1,580 @@
+"""One webhook delivery attempt over HTTP, reported as an ``Outcome`` and never raised.
+
+Lives here: ``Request`` (what to send), ``Outcome`` (what happened), ``ErrorClass`` (the
+fixed vocabulary of failures), ``Sender`` (performs an attempt) and ``PinnedTransport``
+(the httpx transport that connects only to addresses the SSRF guard vetted).
+
+Usage::
+
+    sender = Sender(guard, user_agent="webround-webhooks/0.1.0")
+    outcome = sender.send(Request(url=url, body=body, headers=headers, timeout_seconds=15))
+    if outcome.succeeded: ...
+    sender.close()
+
+What one ``send`` does:
+
+1. ``TargetGuard.resolve_for_send`` resolves the host afresh and vets every address
+   (SSRF, against DNS rebinding). A refusal is ``unsafe_target``; nothing is sent.
+2. It connects only to those vetted addresses, in the resolver's order (the next one is
+   tried when one refuses; each gets an equal share of the time left). The name is never
+   resolved again: ``PinnedTransport`` has no DNS at all. The URL keeps the host *name*,
+   so the ``Host`` header, TLS SNI, certificate verification and the keep-alive pool
+   are all keyed by the name, as with any client. (Rewriting the URL to the IP with an
+   ``sni_hostname`` extension was rejected: httpcore pools connections by URL origin
+   only, so a TLS connection opened and verified for ``a.example`` would be reused for
+   ``b.example`` on the same IP without checking b's certificate.)
+3. The whole attempt (waiting for a pooled connection, connect, TLS, sending, the
+   response headers and up to 16 KiB of body) ends by ``timeout_seconds`` after it
+   started: every socket operation's timeout is clamped to the time left. A receiver
+   that trickles bytes cannot hold a worker longer. Only the DNS lookup of step 1 is
+   not bounded (getaddrinfo has no timeout), though the time it takes counts.
+4. A 3xx is the failure ``redirect`` and is never followed. Any other status is
+   reported as is (``error`` None); a 2xx is success.
+5. At most 16 KiB of the response body is read; then the connection is closed rather
+   than drained, so a 1 GB answer costs 16 KiB. The body is asked for and read without
+   content coding (``accept-encoding: identity``), so no decompression bomb is inflated.
+   Once the status line and headers have arrived in time, the receiver has answered:
+   a body that then stalls or breaks keeps the status and is noted in ``detail``.
+
+Error classes (``Outcome.error``; ``None`` when the receiver answered with a non-3xx
+status, whatever it was):
+
+``unsafe_target``   the SSRF guard refused the target at send time; nothing was sent.
+``dns_error``       the host did not resolve (or resolved to something not an address).
+``invalid_request`` the URL or a header could not be used at all (a non-ASCII value, a
+                    line break in a value); no request was sent.
+``connect_error``   no TCP connection to any vetted address (refused, unreachable...).
+``tls_error``       the TLS handshake failed (bad or untrusted certificate, a plain-HTTP
+                    port spoken to in TLS...).
+``timeout``         the time limit ran out before the response headers arrived.
+``protocol_error``  connected, but the exchange broke before a complete response head:
+                    connection closed or reset, malformed HTTP.
+``redirect``        the receiver answered 3xx (``status_code`` and ``location`` kept).
+
+``detail`` carries a human-readable explanation for every error class.
+
+Thread safety: one ``Sender`` (and its one ``httpx.Client`` with its keep-alive pool)
+serves any number of worker threads at once. The vetted addresses and the deadline of an
+attempt travel to the transport in a thread-local, which is sound because httpcore's
+synchronous pool opens a connection in the thread of the request that will use it.
+
+Nothing here does I/O at import time.
+"""
+
+from __future__ import annotations
+
+import codecs
+import email.utils
+import math
+import re
+import ssl
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, TypeAlias, get_args
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+
+from application.errors import InvalidRequest, UnsafeTarget
+from infrastructure.ssrf import IPAddress, ParsedTarget, TargetGuard
+
+__all__ = [
+    "ERROR_CLASSES",
+    "MAX_RESPONSE_BODY_BYTES",
+    "RESPONSE_HEADERS_OF_INTEREST",
+    "ErrorClass",
+    "Outcome",
+    "PinnedTransport",
+    "Request",
+    "Sender",
+]
+
+ErrorClass: TypeAlias = Literal[
+    "unsafe_target",
+    "dns_error",
+    "invalid_request",
+    "connect_error",
+    "tls_error",
+    "timeout",
+    "protocol_error",
+    "redirect",
+]
+ERROR_CLASSES: Final[frozenset[str]] = frozenset(get_args(ErrorClass))
+
+MAX_RESPONSE_BODY_BYTES: Final = 16 * 1024
+RESPONSE_HEADERS_OF_INTEREST: Final = (
+    "content-type",
+    "content-length",
+    "retry-after",
+    "server",
+    "date",
+    "x-request-id",
+    "location",
+)
+_MAX_HEADER_VALUE_CHARS: Final = 1024
+# Framing and transport headers are ours to set; a caller's (a merchant's custom
+# headers) would break the request or smuggle a second one.
+_RESERVED_REQUEST_HEADERS: Final = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
+)
+_RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One POST to send: ``body`` goes out byte for byte, ``headers`` as given.
+
+    ``headers`` already hold the signature and our ``webround-*`` headers (the caller
+    builds them). ``host``, ``content-length``, ``transfer-encoding``, ``connection``
+    and ``accept-encoding`` are set by the sender and ignored here.
+    """
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    timeout_seconds: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.timeout_seconds) and self.timeout_seconds > 0):
+            raise ValueError("timeout_seconds must be a positive number of seconds")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt did: a status code, or an error class, and the evidence."""
+
+    status_code: int | None
+    error: ErrorClass | None
+    detail: str | None
+    started_at: datetime  # UTC
+    duration_ms: float
+    response_headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    response_body: str = ""  # first 16 KiB, UTF-8 with replacement characters
+    retry_after_seconds: float | None = None  # only for 429 and 503
+
+    @property
+    def succeeded(self) -> bool:
+        """A 2xx answer: the one kind of success (SPEC §6)."""
+        return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
+
+
+# --- DNS pinning and the attempt deadline, at the socket level ---------------------------
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    addresses: tuple[IPAddress, ...]
+    deadline: float  # time.monotonic()
+
+
+_current = threading.local()
+
+
+def _attempt() -> _Attempt | None:
+    attempt: _Attempt | None = getattr(_current, "attempt", None)
+    return attempt
+
+
+@contextmanager
+def _pinned(attempt: _Attempt) -> Iterator[None]:
+    previous = _attempt()
+    _current.attempt = attempt
+    try:
+        yield
+    finally:
+        _current.attempt = previous
+
+
+def _time_left(timeout: float | None, expired: type[Exception], share: int = 1) -> float | None:
+    """``timeout`` clamped to the current attempt's time left (divided by ``share``)."""
+    attempt = _attempt()
+    if attempt is None:
+        return timeout
+    left = attempt.deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the attempt's time limit ran out")
+    left /= share
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every operation ends by the attempt's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _time_left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _time_left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.start_tls(
+                ssl_context, server_hostname, _time_left(timeout, httpcore.ConnectTimeout)
+            )
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _PinnedBackend(httpcore.NetworkBackend):
+    """Connects to the current attempt's vetted addresses; never resolves a name."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        attempt = _attempt()
+        if attempt is None or not attempt.addresses:
+            # Fail closed: outside Sender.send there is no vetted address to go to.
+            raise httpcore.ConnectError(
+                f"refusing to connect to {host}: no address vetted by the SSRF guard"
+            )
+        failures: list[str] = []
+        last: Exception | None = None
+        for index, address in enumerate(attempt.addresses):
+            share = len(attempt.addresses) - index
+            try:
+                stream = self._inner.connect_tcp(
+                    str(address),
+                    port,
+                    timeout=_time_left(timeout, httpcore.ConnectTimeout, share),
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failures.append(f"{_host_port(address, port)} ({exc or type(exc).__name__})")
+                last = exc
+                continue
+            return _DeadlineStream(stream)
+        if last is None:  # unreachable: at least one address was tried
+            raise httpcore.ConnectError(f"no address to connect to for {host}")
+        message = f"could not connect to {host}: " + "; ".join(failures)
+        raise type(last)(message) from last
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("webhooks are never sent over Unix sockets")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class PinnedTransport(httpx.HTTPTransport):
+    """An ``httpx.HTTPTransport`` that connects only to addresses vetted by ``Sender``.
+
+    Outside ``Sender.send`` every connection attempt fails. HTTP/1.1 only, no proxies,
+    no environment (``trust_env`` off). ``verify``: True (system CAs) or an
+    ``ssl.SSLContext`` (a private CA, in tests).
+    """
+
+    def __init__(
+        self,
+        verify: ssl.SSLContext | bool = True,
+        limits: httpx.Limits | None = None,
+    ) -> None:
+        if limits is None:
+            limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+        ssl_context = httpx.create_ssl_context(verify=verify, trust_env=False)
+        super().__init__(verify=ssl_context, trust_env=False, limits=limits)
+        if not isinstance(getattr(self, "_pool", None), httpcore.ConnectionPool):
+            # httpx keeps its pool in `_pool`; if a new httpx moves it, refuse to run
+            # unpinned rather than silently resolving names again.
+            raise RuntimeError("this httpx version has no HTTPTransport._pool to pin")
+        self._pool.close()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=True,
+            http2=False,
+            retries=0,
+            network_backend=_PinnedBackend(),
+        )
+
+
+# --- the sender ---------------------------------------------------------------------------
+
+
+class Sender:
+    """Performs delivery attempts; ``send`` reports and never raises for the network.
+
+    ``client``: an ``httpx.Client`` to use instead of the built-in one (tests). DNS
+    pinning then holds only if that client's transport is a ``PinnedTransport``.
+    ``max_connections`` should be at least the number of threads calling ``send``,
+    or attempts wait for a free connection (that wait counts toward their timeout).
+    """
+
+    def __init__(
+        self,
+        guard: TargetGuard,
+        user_agent: str,
+        client: httpx.Client | None = None,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        max_connections: int = 100,
+        max_keepalive_connections: int = 20,
+    ) -> None:
+        self._guard = guard
+        self._user_agent = user_agent
+        self._owns_client = client is None
+        if client is None:
+            limits = httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_keepalive_connections,
+            )
+            client = httpx.Client(
+                transport=PinnedTransport(verify=verify, limits=limits),
+                follow_redirects=False,
+                trust_env=False,
+            )
+        self._client = client
+
+    def close(self) -> None:
+        """Close the keep-alive connections (only of a client this sender built)."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def send(self, request: Request) -> Outcome:
+        """POST ``request`` once and report what happened."""
+        started_at = datetime.now(UTC)
+        start = time.monotonic()
+        deadline = start + request.timeout_seconds
+
+        def failed(error: ErrorClass, detail: str) -> Outcome:
+            return Outcome(
+                status_code=None,
+                error=error,
+                detail=detail,
+                started_at=started_at,
+                duration_ms=(time.monotonic() - start) * 1000,
+            )
+
+        try:
+            target = self._guard.resolve_for_send(request.url)
+        except UnsafeTarget as exc:
+            return failed("unsafe_target", str(exc))
+        except InvalidRequest as exc:
+            # The guard raises InvalidRequest (never UnsafeTarget) for a failed lookup,
+            # and also for a URL it cannot parse; only the first is worth retrying.
+            message = str(exc)
+            if " does not resolve to any address" in message or " resolved to " in message:
+                return failed("dns_error", message)
+            return failed("invalid_request", message)
+
+        try:
+            http_request = self._client.build_request(
+                "POST",
+                _pinnable_url(request.url, target),
+                content=request.body,
+                headers=self._headers(request.headers),
+                timeout=httpx.Timeout(request.timeout_seconds),
+            )
+        except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+            return failed("invalid_request", f"the request could not be built: {exc}")
+
+        with _pinned(_Attempt(addresses=target.addresses, deadline=deadline)):
+            try:
+                response = self._client.send(http_request, stream=True)
+            except httpx.TimeoutException as exc:
+                return failed("timeout", _describe_timeout(exc, request.timeout_seconds))
+            except httpx.ConnectError as exc:
+                tls = _ssl_error(exc)
+                if tls is not None:
+                    return failed("tls_error", f"TLS handshake failed: {tls}")
+                return failed("connect_error", _message(exc))
+            except httpx.LocalProtocolError as exc:
+                # h11 refused to write what we asked for (a header value with a line
+                # break, say): our request is at fault, and not a byte of it went out.
+                return failed("invalid_request", f"the request could not be sent: {exc}")
+            except httpx.HTTPError as exc:
+                tls = _ssl_error(exc)
+                if tls is not None:
+                    return failed("tls_error", f"TLS failed: {tls}")
+                return failed("protocol_error", f"{type(exc).__name__}: {_message(exc)}")
+            try:
+                body, body_problem = _read_excerpt(response)
+            finally:
+                response.close()
+
+        status = response.status_code
+        headers = _headers_of_interest(response.headers)
+        error: ErrorClass | None = None
+        detail = body_problem
+        if 300 <= status < 400:
+            error = "redirect"
+            location = headers.get("location")
+            detail = (
+                f"the receiver answered {status}"
+                + (f" redirecting to {location}" if location else "")
+                + "; redirects are never followed, the endpoint URL must answer itself"
+            )
+        retry_after = None
+        if status in _RETRY_AFTER_STATUSES and "retry-after" in response.headers:
+            retry_after = _retry_after_seconds(
+                response.headers["retry-after"], response.headers.get("date"), started_at
+            )
+        return Outcome(
+            status_code=status,
+            error=error,
+            detail=detail,
+            started_at=started_at,
+            duration_ms=(time.monotonic() - start) * 1000,
+            response_headers=headers,
+            response_body=body,
+            retry_after_seconds=retry_after,
+        )
+
+    def _headers(self, given: dict[str, str]) -> dict[str, str]:
+        headers = {"user-agent": self._user_agent}
+        for name, value in given.items():
+            if name.lower() not in _RESERVED_REQUEST_HEADERS:
+                headers[name] = value
+        headers["accept-encoding"] = "identity"
+        return headers
+
+
+def _pinnable_url(url: str, target: ParsedTarget) -> str:
+    """``url`` with the host as the guard read it (canonical name or IP) and its port.
+
+    Path and query stay as written; the fragment is dropped. Whatever httpx would make
+    of the original spelling, it then names the host the guard vetted.
+    """
+    parts = urlsplit(url)
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    default_port = 443 if target.scheme == "https" else 80
+    netloc = host if target.port == default_port else f"{host}:{target.port}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{target.scheme}://{netloc}{parts.path or '/'}{query}"
+
+
+def _read_excerpt(response: httpx.Response) -> tuple[str, str | None]:
+    """At most 16 KiB of the body, and why reading stopped early, if it broke."""
+    received = bytearray()
+    problem: str | None = None
+    complete = True
+    try:
+        for chunk in response.iter_raw():
+            received += chunk
+            if len(received) >= MAX_RESPONSE_BODY_BYTES:
+                complete = len(received) == MAX_RESPONSE_BODY_BYTES and _at_end(response)
+                break
+    except httpx.TimeoutException:
+        problem = "the response body was still arriving when the time limit ran out"
+        complete = False
+    except httpx.HTTPError as exc:
+        problem = f"reading the response body failed: {_message(exc)}"
+        complete = False
+    excerpt = bytes(received[:MAX_RESPONSE_BODY_BYTES])
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    # A cut body may end inside a multi-byte character: drop that fragment, not garble it.
+    return decoder.decode(excerpt, final=complete), problem
+
+
+def _at_end(response: httpx.Response) -> bool:
+    length = response.headers.get("content-length")
+    return length is not None and length.isdigit() and int(length) == MAX_RESPONSE_BODY_BYTES
+
+
+def _headers_of_interest(headers: httpx.Headers) -> dict[str, str]:
+    return {
+        name: headers[name][:_MAX_HEADER_VALUE_CHARS]
+        for name in RESPONSE_HEADERS_OF_INTEREST
+        if name in headers
+    }
+
+
+def _retry_after_seconds(value: str, date: str | None, now: datetime) -> float | None:
+    """Seconds to wait per ``Retry-After`` (delay-seconds or an HTTP-date), or None.
+
+    An HTTP-date is measured from the response's own ``Date`` when it has a valid one
+    (so the receiver's clock skew cancels out), else from ``now``. Never negative; the
+    caller clamps the upper end.
+    """
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None
+    when = _http_date(value)
+    if when is None:
+        return None
+    reference = _http_date(date) if date is not None else None
+    return max(0.0, (when - (reference or now)).total_seconds())
+
+
+def _http_date(value: str) -> datetime | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:  # "-0000": UTC by RFC 9110
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    if text:
+        return text
+    cause = exc.__cause__ or exc.__context__
+    return _message(cause) if cause is not None else type(exc).__name__
+
+
+def _describe_timeout(exc: httpx.TimeoutException, limit: float) -> str:
+    phase = {
+        httpx.ConnectTimeout: "connecting",
+        httpx.WriteTimeout: "sending the request",
+        httpx.ReadTimeout: "waiting for the response",
+        httpx.PoolTimeout: "waiting for a free connection",
+    }.get(type(exc), "the attempt")
+    return f"no response within {limit:g} s (timed out {phase})"
+
+
+def _host_port(address: IPAddress, port: int) -> str:
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"

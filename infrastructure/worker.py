@@ -1,0 +1,251 @@
+"""The worker side of dispatch: sign, send, and record each attempt — in group commits.
+
+A delivery message carries everything an attempt needs (the body, the target, the sealed
+secrets and headers), so sending reads nothing from the database. Secrets are unsealed
+here, at signing time, and nowhere else. Attempts are recorded by one `AttemptRecorder`
+per process that commits many attempts in one transaction; the actor returns — and the
+broker message is acknowledged — only once its attempt is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from application.directory import Target
+from application.dispatch import AttemptResult, Dispatch
+from application.webhooks import Webhooks
+from domain.values import Actor
+from infrastructure.secrets import SealingKeeper
+from infrastructure.sender import Outcome, Request, Sender
+from infrastructure.signing import signature_headers
+
+log = logging.getLogger("webround.worker")
+
+USER_AGENT = "webround-webhooks/0.1.0"
+GONE_REASON = "the endpoint answered 410 Gone"
+_BATCH = 200
+
+
+@dataclass(frozen=True)
+class Message:
+    """A delivery attempt as it travels through the broker (plain JSON)."""
+
+    delivery_id: UUID
+    attempt: int
+    webhook_id: UUID
+    store_id: UUID
+    event_id: str
+    event_type: str
+    envelope_id: UUID
+    url: str
+    timeout_seconds: float
+    secrets: list[tuple[str, float | None]]  # sealed, expires at (Unix seconds)
+    sealed_headers: str | None
+    body: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deliveryId": str(self.delivery_id),
+            "attempt": self.attempt,
+            "webhookId": str(self.webhook_id),
+            "storeId": str(self.store_id),
+            "eventId": self.event_id,
+            "eventType": self.event_type,
+            "envelopeId": str(self.envelope_id),
+            "url": self.url,
+            "timeoutSeconds": self.timeout_seconds,
+            "secrets": [list(s) for s in self.secrets],
+            "sealedHeaders": self.sealed_headers,
+            "body": self.body,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Message:
+        return cls(
+            delivery_id=UUID(data["deliveryId"]),
+            attempt=int(data["attempt"]),
+            webhook_id=UUID(data["webhookId"]),
+            store_id=UUID(data["storeId"]),
+            event_id=data["eventId"],
+            event_type=data["eventType"],
+            envelope_id=UUID(data["envelopeId"]),
+            url=data["url"],
+            timeout_seconds=float(data["timeoutSeconds"]),
+            secrets=[(s[0], s[1]) for s in data["secrets"]],
+            sealed_headers=data["sealedHeaders"],
+            body=data["body"],
+        )
+
+    @classmethod
+    def for_target(
+        cls,
+        target: Target,
+        *,
+        delivery_id: UUID,
+        attempt: int,
+        event_id: str,
+        event_type: str,
+        envelope_id: UUID,
+        body: str,
+    ) -> Message:
+        return cls(
+            delivery_id=delivery_id,
+            attempt=attempt,
+            webhook_id=target.webhook_id,
+            store_id=target.store_id,
+            event_id=event_id,
+            event_type=event_type,
+            envelope_id=envelope_id,
+            url=target.url,
+            timeout_seconds=float(target.timeout_seconds),
+            secrets=[(s, u.timestamp() if u else None) for s, u in target.secrets],
+            sealed_headers=target.sealed_headers,
+            body=body,
+        )
+
+
+class AttemptRecorder:
+    """Commits attempt results in batches from a single thread (group commit)."""
+
+    def __init__(self, dispatch: Dispatch, webhooks: Webhooks) -> None:
+        self._dispatch = dispatch
+        self._webhooks = webhooks
+        self._queue: queue.Queue[tuple[AttemptResult, Future[None]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="attempt-recorder", daemon=True)
+        self._thread.start()
+
+    def record(self, result: AttemptResult, timeout: float = 60.0) -> None:
+        """Record ``result``; returns once it is durable, raises if it could not be."""
+        done: Future[None] = Future()
+        self._queue.put((result, done))
+        done.result(timeout=timeout)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < _BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[AttemptResult, Future[None]]]) -> None:
+        try:
+            changed = self._dispatch.record_attempts([result for result, _ in batch])
+        except Exception as error:
+            log.exception("could not record %d attempts", len(batch))
+            for _, done in batch:
+                done.set_exception(error)
+            return
+        for _, done in batch:
+            done.set_result(None)
+        for delivery in changed:
+            if delivery.attempts and delivery.attempts[-1].status_code == 410:
+                self._disable_gone(delivery.store_id, delivery.webhook_id)
+
+    def _disable_gone(self, store_id: UUID, webhook_id: UUID) -> None:
+        try:
+            self._webhooks.update_webhook(
+                store_id, webhook_id, Actor.system(), enabled=False, disabled_reason=GONE_REASON
+            )
+        except Exception:
+            log.exception("could not disable webhook %s after 410 Gone", webhook_id)
+
+
+class DeliveryWorker:
+    """Performs one attempt per message: unseal, sign, send, record."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        keeper: SealingKeeper,
+        recorder: AttemptRecorder,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._sender = sender
+        self._keeper = keeper
+        self._recorder = recorder
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    def __call__(self, data: dict[str, Any]) -> None:
+        message = Message.from_json(data)
+        outcome = self._sender.send(self.request(message))
+        self._recorder.record(
+            AttemptResult(
+                delivery_id=message.delivery_id,
+                number=message.attempt,
+                started_at=outcome.started_at,
+                duration_ms=outcome.duration_ms,
+                status_code=outcome.status_code,
+                error=outcome.error,
+                detail=outcome.detail,
+                response_headers=outcome.response_headers,
+                response_body=outcome.response_body,
+                retry_after=outcome.retry_after_seconds,
+            )
+        )
+        _log_outcome(message, outcome)
+
+    def request(self, message: Message) -> Request:
+        now = self._clock()
+        secrets = [
+            self._keeper.open_secret(message.webhook_id, sealed)
+            for sealed, until in message.secrets
+            if until is None or now.timestamp() < until
+        ]
+        body = message.body.encode()
+        headers: dict[str, str] = {}
+        if message.sealed_headers:
+            headers.update(self._keeper.open_headers(message.webhook_id, message.sealed_headers))
+        headers.update(
+            {
+                "content-type": "application/json",
+                "user-agent": USER_AGENT,
+                "webround-event-type": message.event_type,
+                "webround-envelope-id": str(message.envelope_id),
+                "webround-delivery-id": str(message.delivery_id),
+                "webround-attempt": str(message.attempt),
+                **signature_headers(
+                    secrets=secrets,
+                    msg_id=message.event_id,
+                    timestamp=int(now.timestamp()),
+                    body=body,
+                ),
+            }
+        )
+        return Request(message.url, body, headers, message.timeout_seconds)
+
+
+def _log_outcome(message: Message, outcome: Outcome) -> None:
+    log.info(
+        "delivery attempt",
+        extra={
+            "delivery_id": str(message.delivery_id),
+            "webhook_id": str(message.webhook_id),
+            "event_id": message.event_id,
+            "attempt": message.attempt,
+            "status_code": outcome.status_code,
+            "error": outcome.error,
+            "duration_ms": round(outcome.duration_ms, 1),
+        },
+    )
