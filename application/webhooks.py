@@ -159,10 +159,20 @@ class Webhooks(Application[UUID]):
     ) -> tuple[list[JSON], UUID | None]:
         """A page of the store's webhooks in creation order, and the id to continue after."""
         ids = self._store(store_id).webhook_ids
-        start = ids.index(after) + 1 if after in ids else 0
-        page = ids[start : start + limit]
-        more = start + limit < len(ids)
-        return [webhook_view(self.repository.get(i)) for i in page], page[-1] if more else None
+        if after is not None and after not in ids:
+            raise InvalidRequest("is not a cursor this API gave out", field="cursor")
+        start = ids.index(after) + 1 if after is not None else 0
+        page: list[Webhook] = []
+        last = None
+        for webhook_id in ids[start:]:
+            if len(page) == limit:
+                break
+            last = webhook_id
+            webhook: Webhook = self.repository.get(webhook_id)
+            if not webhook.deleted:
+                page.append(webhook)
+        more = last is not None and ids.index(last) + 1 < len(ids)
+        return [webhook_view(w) for w in page], last if more else None
 
     def get_webhook(self, store_id: UUID, webhook_id: UUID) -> Webhook:
         try:
@@ -218,12 +228,7 @@ class Webhooks(Application[UUID]):
     def delete_webhook(self, store_id: UUID, webhook_id: UUID, actor: Actor) -> None:
         webhook = self.get_webhook(store_id, webhook_id)
         webhook.delete(actor)
-        store = self._store(store_id)
-        store.remove_webhook(webhook.id)
-        try:
-            self.save(store, webhook)
-        except IntegrityError:
-            raise Conflict(f"webhook {webhook_id} changed meanwhile; try again") from None
+        self._save_or_conflict(webhook)
 
     # Helpers -------------------------------------------------------------------------
 

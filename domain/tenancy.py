@@ -18,7 +18,11 @@ _KEY_NAMESPACE = uuid5(NAMESPACE_URL, "https://webround.example/api-keys")
 
 
 class Store(Aggregate):
-    """A merchant's store; also the index of its webhooks (ids in creation order)."""
+    """A merchant's store; also the index of its webhooks, in creation order.
+
+    The index only grows (a deleted webhook stays in it and is skipped when listing), so
+    a list cursor pointing at a webhook deleted meanwhile still has its place.
+    """
 
     @event("Created")
     def __init__(self, name: str, actor: Actor) -> None:
@@ -30,10 +34,6 @@ class Store(Aggregate):
     @event("WebhookAdded")
     def add_webhook(self, webhook_id: UUID) -> None:
         self.webhook_ids.append(webhook_id)
-
-    @event("WebhookRemoved")
-    def remove_webhook(self, webhook_id: UUID) -> None:
-        self.webhook_ids.remove(webhook_id)
 
 
 class ApiKey(Aggregate):

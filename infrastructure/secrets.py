@@ -428,5 +428,12 @@ class SealingKeeper:
         )
         return headers
 
+    def seal_bytes(self, data: bytes, context: str) -> str:
+        """Any other confidential value, bound to ``context``."""
+        return self._box.seal_bytes(data, context=context)
+
+    def open_bytes(self, sealed: str, context: str) -> bytes:
+        return self._box.open_bytes(sealed, context=context)
+
     def open_secret(self, webhook_id: UUID, sealed: str) -> SigningSecret:
         return self._box.open(sealed, context=str(webhook_id))

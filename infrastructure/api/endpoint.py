@@ -121,15 +121,18 @@ class Endpoint:
 
     async def _run_once(self, call: Call, key: str, print_: str) -> Response:
         store = call.services.idempotency
-        if len(key) > 255:
-            raise InvalidRequest("must be at most 255 characters", field="Idempotency-Key")
+        if not 0 < len(key) <= 255 or not key.isprintable():
+            raise InvalidRequest("must be 1 to 255 printable characters", field="Idempotency-Key")
         outcome = await run_in_threadpool(
             store.begin, call.store_id, key, print_, datetime.now(UTC)
         )
+        # Stored answers are sealed like every other confidential value: the answer to
+        # creating a webhook holds its signing secret.
+        context = f"idempotency:{call.store_id}:{key}"
         match outcome:
             case Replay(response=stored):
                 return Response(
-                    stored.body,
+                    call.services.keeper.open_bytes(stored.body.decode(), context),
                     status_code=stored.status,
                     media_type=stored.content_type,
                     headers={"Idempotent-Replayed": "true"},
@@ -150,8 +153,9 @@ class Endpoint:
         if response.status_code >= 500:
             await run_in_threadpool(store.abandon, call.store_id, key)
         else:
+            sealed = call.services.keeper.seal_bytes(bytes(response.body), context)
             stored = StoredResponse(
-                response.status_code, bytes(response.body), response.media_type or ""
+                response.status_code, sealed.encode(), response.media_type or ""
             )
             await run_in_threadpool(store.finish, call.store_id, key, stored)
         return response
