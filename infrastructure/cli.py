@@ -38,8 +38,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "settings":
         print(markdown_table() if args.markdown else settings)
         return 0
-    if args.command == "serve":
-        return _serve(settings, args.host or settings.host, args.port or settings.port)
+    if args.command in ("serve", "api"):
+        host, port = args.host or settings.host, args.port or settings.port
+        return _serve(
+            settings,
+            host,
+            port,
+            whole=args.command == "serve",
+            demo=args.command == "serve" and args.demo,
+        )
+    if args.command in ("dispatcher", "worker"):
+        return _background_role(settings, args.command)
     try:
         return _admin(settings, args)
     except (ApplicationError, DomainError) as error:
@@ -54,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the whole service in one process")
     serve.add_argument("--host", help="interface to listen on (default WEBROUND_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (default WEBROUND_PORT)")
+    serve.add_argument(
+        "--demo", action="store_true", help="also run a sample receiver and store activity"
+    )
+    api = commands.add_parser("api", help="run the JSON API only")
+    api.add_argument("--host", help="interface to listen on (default WEBROUND_HOST)")
+    api.add_argument("--port", type=int, help="port to listen on (default WEBROUND_PORT)")
+    commands.add_parser("dispatcher", help="run the dispatcher (one active at a time)")
+    commands.add_parser("worker", help="run a delivery worker (any number)")
 
     stores = commands.add_parser("stores", help="manage stores").add_subparsers(
         dest="action", required=True
@@ -97,15 +114,35 @@ def _admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(settings: Settings, host: str, port: int) -> int:
+def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool) -> int:
+    """The API; with ``whole``, also the dispatcher and a worker in this process."""
+    import dataclasses
+    import ipaddress
+
     import uvicorn
 
     from infrastructure.api.app import create_app
-    from infrastructure.bootstrap import build
+    from infrastructure.bootstrap import build, start_dispatcher, start_worker
+    from infrastructure.broker import make_broker
 
+    if demo:
+        # The demo receiver listens on loopback, which is otherwise refused (SSRF).
+        loopback = ipaddress.ip_network("127.0.0.1/32")
+        settings = dataclasses.replace(
+            settings, allowed_targets=(*settings.allowed_targets, loopback)
+        )
     services = build(settings)
     try:
-        _first_start(services, host, port)
+        store_id = _first_start(services, host, port)
+        if whole:
+            broker = make_broker(settings)
+            start_worker(services, broker)
+            start_dispatcher(services, broker)
+        if demo:
+            from infrastructure.demo import start_demo
+
+            receiver = start_demo(services, store_id or _any_store(services))
+            print(f"webround: demo receiver on {receiver.url}; store activity every 2 s")
         print(f"webround: serving on http://{host}:{port} (data in {settings.data_dir})")
         uvicorn.run(create_app(services), host=host, port=port, log_level="info")
     finally:
@@ -113,12 +150,45 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     return 0
 
 
-def _first_start(services: Services, host: str, port: int) -> None:
+def _background_role(settings: Settings, role: str) -> int:
+    """Run the dispatcher or a worker until SIGTERM or SIGINT."""
+    import signal
+    import threading
+
+    from infrastructure.bootstrap import build, start_dispatcher, start_worker
+    from infrastructure.broker import make_broker
+
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    services = build(settings)
+    try:
+        broker = make_broker(settings)
+        if role == "dispatcher":
+            start_dispatcher(services, broker)
+        else:
+            start_worker(services, broker)
+        print(f"webround: {role} running (stop with SIGTERM)", flush=True)
+        stop.wait()
+    finally:
+        services.close()
+    return 0
+
+
+def _any_store(services: Services) -> UUID:
+    """The store of an earlier first start, or a new demo store (production mode)."""
+    marker = services.settings.data_dir / "first-store"
+    if marker.exists():
+        return UUID(marker.read_text().strip())
+    return UUID(services.webhooks.create_store("Demo store", CLI_ACTOR)["storeId"])
+
+
+def _first_start(services: Services, host: str, port: int) -> UUID | None:
     """On the very first start of an embedded data directory, create a store and show its
     key once — so a newcomer can call the API right away."""
     marker = services.settings.data_dir / "first-store"
     if not services.settings.embedded or marker.exists():
-        return
+        return None
     store = services.webhooks.create_store("My store", CLI_ACTOR)
     key = services.webhooks.create_api_key(UUID(store["storeId"]), None, CLI_ACTOR)
     marker.write_text(store["storeId"] + "\n")
@@ -131,6 +201,7 @@ def _first_start(services: Services, host: str, port: int) -> None:
         f"  API description: http://{host}:{port}/openapi.json",
         flush=True,
     )
+    return UUID(store["storeId"])
 
 
 if __name__ == "__main__":

@@ -8,11 +8,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from infrastructure.api import commerce, event_types, health, openapi, problems, webhooks
+from infrastructure.api import commerce, event_types, events, health, openapi, problems, webhooks
 from infrastructure.api.endpoint import Endpoint
 from infrastructure.bootstrap import VERSION, Services
 
-ENDPOINTS: list[Endpoint] = [*commerce.ENDPOINTS, *webhooks.ENDPOINTS, *event_types.ENDPOINTS]
+ENDPOINTS: list[Endpoint] = [
+    *commerce.ENDPOINTS,
+    *webhooks.ENDPOINTS,
+    *event_types.ENDPOINTS,
+    *events.ENDPOINTS,
+]
 
 
 def create_app(services: Services) -> Starlette:

@@ -49,8 +49,9 @@ class Call:
     actor: Actor
     services: Services
     body: JSON
-    ids: Mapping[str, UUID]
+    ids: Mapping[str, UUID]  # path parameters that are entity ids ({id})
     query: Mapping[str, str]
+    path: Mapping[str, str] = field(default_factory=dict)  # the raw path parameters
 
     @property
     def store_id(self) -> UUID:
@@ -103,11 +104,12 @@ class Endpoint:
     async def _answer(self, request: Request) -> Response:
         services: Services = request.app.state.services
         principal = await run_in_threadpool(authenticate, services, request)
-        ids = {name: _uuid(request.path_params[name]) for name in self.path_ids}
+        path = {name: str(request.path_params[name]) for name in self.path_ids}
+        ids = {name: _uuid(value) for name, value in path.items() if name == "id"}
         raw = await read_body(request)
         body = self._validate(raw)
         actor = _actor(principal, body) if self.command else principal.actor
-        call = Call(principal, actor, services, body, ids, request.query_params)
+        call = Call(principal, actor, services, body, ids, request.query_params, path)
         key = request.headers.get("idempotency-key")
         if not (self.command and key):
             return await self._run(call)

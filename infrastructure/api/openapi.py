@@ -14,6 +14,10 @@ from infrastructure.api.endpoint import Endpoint
 from infrastructure.api.problems import PROBLEM, TITLES
 
 JSON = dict[str, Any]
+PATH_SCHEMAS: dict[str, JSON] = {
+    "id": {"type": "string", "format": "uuid"},
+    "eventId": {"type": "string", "pattern": "^evt_[0-9a-f]{32}$", "examples": ["evt_" + "0" * 32]},
+}
 
 
 def document(endpoints: Sequence[Endpoint], version: str) -> JSON:

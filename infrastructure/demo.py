@@ -1,0 +1,139 @@
+"""`webround serve --demo`: a sample receiver and sample store activity, so a newcomer sees
+signed webhooks arrive within seconds of the first start.
+
+The receiver verifies every request's Standard Webhooks signature the way a merchant's
+endpoint would (our own `signing.sign`, compared in constant time) and prints one line
+per webhook. The store activity walks a customer through an order's whole life.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import random
+import socket
+import threading
+import time
+from uuid import UUID
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from domain.values import Actor
+from infrastructure.bootstrap import Services
+from infrastructure.secrets import SigningSecret
+from infrastructure.signing import sign
+
+DEMO_ACTOR = Actor.person("demo@webround.example")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class DemoReceiver:
+    """A merchant's endpoint on 127.0.0.1 that checks signatures and prints what it gets."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.secret: SigningSecret | None = None
+        self.received = 0
+        app = Starlette(routes=[Route("/webhooks", self._receive, methods=["POST"])])
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="demo-receiver", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/webhooks"
+
+    def start(self) -> None:
+        self._thread.start()
+        while not self._server.started:
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+    async def _receive(self, request: Request) -> Response:
+        body = await request.body()
+        headers = request.headers
+        valid = False
+        if self.secret is not None:
+            expected = sign(
+                secrets=[self.secret],
+                msg_id=headers.get("webhook-id", ""),
+                timestamp=int(headers.get("webhook-timestamp", "0")),
+                body=body,
+            )
+            offered = headers.get("webhook-signature", "").split()
+            valid = any(hmac.compare_digest(expected, s) for s in offered)
+        envelope = json.loads(body)
+        self.received += 1
+        print(
+            f"demo receiver: {envelope['eventType']:<28} {envelope['eventId']}  "
+            f"signature {'verified' if valid else 'INVALID'}",
+            flush=True,
+        )
+        return Response(status_code=204 if valid else 401)
+
+
+def start_demo(services: Services, store_id: UUID) -> DemoReceiver:
+    receiver = DemoReceiver()
+    receiver.start()
+    webhook = services.webhooks.create_webhook(
+        store_id,
+        DEMO_ACTOR,
+        url=receiver.url,
+        event_types=["*"],
+        description="demo receiver (webround serve --demo)",
+    )
+    receiver.secret = SigningSecret.parse(webhook["secret"])
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=_activity, args=(services, store_id, stop), name="demo-activity", daemon=True
+    )
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join(timeout=5)
+        receiver.stop()
+
+    services._closers.append(close)
+    return receiver
+
+
+def _activity(services: Services, store: UUID, stop: threading.Event) -> None:
+    """An order's whole life every few seconds, until stopped."""
+    commerce = services.commerce
+    product = commerce.create_product(store, "Demo mug", "Holds coffee", DEMO_ACTOR)
+    variant = commerce.create_variant(store, UUID(product["id"]), {"color": "teal"}, DEMO_ACTOR)
+    sku = commerce.create_sku(
+        store, UUID(variant["id"]), "MUG-TEAL", "12.50", "EUR", 100, DEMO_ACTOR
+    )
+    n = 0
+    while not stop.wait(2.0):
+        n += 1
+        customer = commerce.register_customer(
+            store, f"customer{n}@demo.example", f"Customer {n}", None, DEMO_ACTOR
+        )
+        quantity = random.randint(1, 3)  # noqa: S311 - sample data, not security
+        order = commerce.place_order(
+            store, UUID(customer["id"]), "EUR", [(UUID(sku["id"]), quantity)], DEMO_ACTOR
+        )
+        order_id = UUID(order["id"])
+        commerce.pay_order(store, order_id, order["total"]["amount"], Actor.system())
+        for status in ("processing", "shipped", "delivered"):
+            if stop.wait(0.5):
+                return
+            commerce.update_order_status(store, order_id, status, DEMO_ACTOR)
