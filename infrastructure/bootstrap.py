@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import dramatiq
-from dramatiq.brokers.stub import StubBroker
 
 from application.commerce import Commerce
 from application.directory import WebhookDirectory
 from application.dispatch import Dispatch
 from application.webhooks import Webhooks
 from domain.delivery import RetryPolicy
-from infrastructure.broker import declare_deliver_actor, enqueue
+from infrastructure.broker import Queue, declare_deliver_actor, enqueue, make_broker
 from infrastructure.dispatcher import Dispatcher
 from infrastructure.history import event_history
 from infrastructure.idempotency import IdempotencyStore, open_idempotency_store
@@ -99,6 +98,13 @@ def build(
     )
 
 
+def open_queue(services: Services) -> Queue:
+    """The broker of `WEBROUND_BROKER_URL` (in-process when unset), closed last."""
+    queue = make_broker(services.settings)
+    services._closers.append(queue.broker.close)
+    return queue
+
+
 def open_schedule(settings: Settings) -> Schedule:
     if settings.database_url is None:
         return SqliteSchedule(settings.data_dir / "schedule.sqlite")
@@ -107,19 +113,19 @@ def open_schedule(settings: Settings) -> Schedule:
 
 def start_dispatcher(
     services: Services,
-    broker: dramatiq.Broker,
+    queue: Queue,
     clock: Callable[[], datetime] | None = None,
 ) -> Dispatcher:
     """Run the dispatcher loop in a background thread until `services.close()`."""
     schedule = open_schedule(services.settings)
-    if isinstance(broker, StubBroker):
+    if queue.in_process:
         # An in-process broker lost every message with the last process: hand out again
         # at once what was handed out then, instead of waiting for the leases to run out.
         schedule.release_leases()
     dispatcher = Dispatcher(
         services.dispatch,
         schedule,
-        lambda message: enqueue(broker, message),
+        lambda message: enqueue(queue, message),
         lease_seconds=services.settings.lease_seconds,
         clock=clock,
     )
@@ -139,15 +145,15 @@ def start_dispatcher(
 
 def start_worker(
     services: Services,
-    broker: dramatiq.Broker,
+    queue: Queue,
     clock: Callable[[], datetime] | None = None,
 ) -> dramatiq.Worker:
     """Consume delivery messages with `WEBROUND_WORKER_THREADS` threads until closed."""
     threads = services.settings.worker_threads
     sender = Sender(services.guard, USER_AGENT, max_connections=max(threads * 2, 10))
     recorder = AttemptRecorder(services.dispatch, services.webhooks)
-    declare_deliver_actor(broker, DeliveryWorker(sender, services.keeper, recorder, clock))
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    declare_deliver_actor(queue, DeliveryWorker(sender, services.keeper, recorder, clock))
+    worker = dramatiq.Worker(queue.broker, worker_threads=threads, worker_timeout=100)
     worker.start()
 
     def close() -> None:

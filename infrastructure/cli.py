@@ -122,8 +122,7 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
     import uvicorn
 
     from infrastructure.api.app import create_app
-    from infrastructure.bootstrap import build, start_dispatcher, start_worker
-    from infrastructure.broker import make_broker
+    from infrastructure.bootstrap import build, open_queue, start_dispatcher, start_worker
 
     if demo:
         # The demo receiver listens on loopback, which is otherwise refused (SSRF).
@@ -135,9 +134,9 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
     try:
         store_id = _first_start(services, host, port)
         if whole:
-            broker = make_broker(settings)
-            start_worker(services, broker)
-            start_dispatcher(services, broker)
+            queue = open_queue(services)
+            start_worker(services, queue)
+            start_dispatcher(services, queue)
         if demo:
             from infrastructure.demo import start_demo
 
@@ -155,19 +154,18 @@ def _background_role(settings: Settings, role: str) -> int:
     import signal
     import threading
 
-    from infrastructure.bootstrap import build, start_dispatcher, start_worker
-    from infrastructure.broker import make_broker
+    from infrastructure.bootstrap import build, open_queue, start_dispatcher, start_worker
 
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop.set())
     services = build(settings)
     try:
-        broker = make_broker(settings)
+        queue = open_queue(services)
         if role == "dispatcher":
-            start_dispatcher(services, broker)
+            start_dispatcher(services, queue)
         else:
-            start_worker(services, broker)
+            start_worker(services, queue)
         print(f"webround: {role} running (stop with SIGTERM)", flush=True)
         stop.wait()
     finally:

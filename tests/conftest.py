@@ -63,3 +63,17 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The local Redis with a namespace of its own, so tests never share a queue."""
+    require_service("Redis", 6379)
+    return f"redis://127.0.0.1:6379/0?namespace=test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    """The local RabbitMQ with a queue of this test's own."""
+    require_service("RabbitMQ", 5672)
+    return f"amqp://guest:guest@127.0.0.1:5672/?namespace=test-{uuid.uuid4().hex[:12]}"
