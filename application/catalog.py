@@ -33,7 +33,7 @@ order.status_updated            ``{"status", "previousStatus"}``
 order.paid                      ``{"amount"}``
 order.refunded                  ``{"amount", "reason"}`` (reason: string or null)
 customer.registered             ``{}``
-customer.updated                ``{"email"?, "name"?, "phone"?}`` (only the fields given)
+customer.updated                ``{"email"?, "name"?, "phone"?}`` (fields given; null: cleared)
 customer.verified               ``{}``
 customer.address_saved          ``{"address"}`` (the address view)
 customer.deletion_requested     ``{}``
@@ -323,7 +323,7 @@ _EVENTS: dict[str, tuple[str, Schema]] = {
             {
                 "email": {"type": "string", "format": "email"},
                 "name": NON_EMPTY,
-                "phone": {"type": "string"},
+                "phone": NULLABLE_STRING,
             },
             optional=True,
         ),
@@ -341,7 +341,7 @@ _EVENTS: dict[str, tuple[str, Schema]] = {
     "product.created": ("A product was added to the store's catalog.", NOTHING),
     "product.updated": (
         "A product's name or description changed; change holds only the fields that were given.",
-        _change({"name": NON_EMPTY, "description": {"type": "string"}}, optional=True),
+        _change({"name": NON_EMPTY, "description": NULLABLE_STRING}, optional=True),
     ),
     "variant.created": ("A variant (an attribute combination) was added to a product.", NOTHING),
     "variant.updated": (

@@ -163,16 +163,16 @@ class Webhooks(Application[UUID]):
             raise InvalidRequest("is not a cursor this API gave out", field="cursor")
         start = ids.index(after) + 1 if after is not None else 0
         page: list[Webhook] = []
-        last = None
+        more = False
         for webhook_id in ids[start:]:
-            if len(page) == limit:
-                break
-            last = webhook_id
             webhook: Webhook = self.repository.get(webhook_id)
-            if not webhook.deleted:
-                page.append(webhook)
-        more = last is not None and ids.index(last) + 1 < len(ids)
-        return [webhook_view(w) for w in page], last if more else None
+            if webhook.deleted:
+                continue
+            if len(page) == limit:
+                more = True  # a live webhook after this page: there is a next page
+                break
+            page.append(webhook)
+        return [webhook_view(w) for w in page], page[-1].id if more and page else None
 
     def get_webhook(self, store_id: UUID, webhook_id: UUID) -> Webhook:
         try:

@@ -32,14 +32,17 @@ class Product(StoreAggregate):
 
     def update(self, actor: Actor, name: str | None = None, description: str | None = None) -> None:
         name = None if name in (None, self.name) else _check_name(name)
-        description = None if description == self.description else description
+        # "" clears the description; None leaves it as it is.
+        if description is not None and description == (self.description or ""):
+            description = None
         if name is not None or description is not None:
             self._updated(name=name, description=description, actor=actor)
 
     @event("Updated")
     def _updated(self, name: str | None, description: str | None, actor: Actor) -> None:
         self.name = name or self.name
-        self.description = description if description is not None else self.description
+        if description is not None:
+            self.description = description or None
 
 
 class Variant(StoreAggregate):

@@ -43,7 +43,8 @@ class Customer(StoreAggregate):
         changes = {
             "email": None if email in (None, self.email) else check_email(email),
             "name": None if name in (None, self.name) else check_name(name),
-            "phone": None if phone == self.phone else phone,
+            # "" clears the phone; None leaves it as it is.
+            "phone": None if phone is None or phone == (self.phone or "") else phone,
         }
         if any(value is not None for value in changes.values()):
             self._updated(**changes, actor=actor)
@@ -54,7 +55,8 @@ class Customer(StoreAggregate):
     ) -> None:
         self.email = email or self.email
         self.name = name or self.name
-        self.phone = phone if phone is not None else self.phone
+        if phone is not None:
+            self.phone = phone or None
 
     def verify(self, actor: Actor) -> None:
         self._check_accepts_changes()

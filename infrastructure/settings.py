@@ -49,13 +49,13 @@ def _schedule(value: str) -> tuple[float, ...]:
 
 
 def _port(value: str) -> int:
-    if not value.isdigit() or not 0 < int(value) < 65536:
+    if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 65536:
         raise SettingsError("must be a TCP port number")
     return int(value)
 
 
 def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
         raise SettingsError("must be a whole number, at least 1")
     return int(value)
 

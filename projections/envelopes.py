@@ -100,12 +100,13 @@ def change(domain_event: Aggregate.Event) -> JSON:
             return {"amount": views.money(e.amount), "reason": e.reason}
         case "customer.updated":
             given = {"email": e.email, "name": e.name, "phone": e.phone}
-            return {k: v for k, v in given.items() if v is not None}
+            # An empty string in the event means "cleared": null in the envelope.
+            return {k: v or None for k, v in given.items() if v is not None}
         case "customer.address_saved":
             return {"address": views.address(e.address)}
         case "product.updated":
             given = {"name": e.name, "description": e.description}
-            return {k: v for k, v in given.items() if v is not None}
+            return {k: v or None for k, v in given.items() if v is not None}
         case "variant.updated":
             return {"attributes": dict(e.attributes)}
         case "sku.price_changed":

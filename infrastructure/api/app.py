@@ -10,6 +10,7 @@ from starlette.routing import Route
 
 from infrastructure.api import commerce, event_types, events, health, openapi, problems, webhooks
 from infrastructure.api.endpoint import Endpoint
+from infrastructure.api.endpoint import routes as endpoint_routes
 from infrastructure.bootstrap import VERSION, Services
 
 ENDPOINTS: list[Endpoint] = [
@@ -26,13 +27,13 @@ def create_app(services: Services) -> Starlette:
     async def openapi_json(request: Request) -> JSONResponse:
         return JSONResponse(spec)
 
-    routes = [
+    app_routes = [
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
-        *(endpoint.route() for endpoint in ENDPOINTS),
+        *endpoint_routes(ENDPOINTS),
     ]
     app = Starlette(
-        routes=routes,
+        routes=app_routes,
         exception_handlers={HTTPException: problems.http_exception, Exception: problems.unexpected},
     )
     app.state.services = services

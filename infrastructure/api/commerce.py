@@ -13,13 +13,19 @@ from infrastructure.api.endpoint import JSON, Call, Endpoint
 
 READ_ERRORS = (401, 404)
 COMMAND_ERRORS = (400, 401, 404, 409, 413, 415, 422)
-CREATE_ERRORS = (400, 401, 409, 413, 415, 422)
+# Creations answer 404 too when a referenced customer or SKU does not exist in the store.
+CREATE_ERRORS = (400, 401, 404, 409, 413, 415, 422)
 
 
 def _fields(call: Call, *names: str) -> dict[str, object]:
-    """The optional fields the client actually sent, renamed to snake_case."""
+    """The optional fields the client actually sent, renamed to snake_case; a null clears
+    the field (the application takes "" for "clear" and None for "leave as it is")."""
     renamed = {"postalCode": "postal_code"}
-    return {renamed.get(n, n): call.body[n] for n in names if n in call.body}
+    return {
+        renamed.get(n, n): "" if call.body[n] is None else call.body[n]
+        for n in names
+        if n in call.body
+    }
 
 
 def _register_customer(call: Call) -> JSON:

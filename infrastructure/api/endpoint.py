@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -39,6 +39,13 @@ from infrastructure.idempotency import (
 
 JSON = dict[str, Any]
 MAX_BODY = 1024 * 1024
+
+# JSON Schema counts 2.0 as an integer; our quantities, stock levels and timeouts are
+# whole numbers, so a float is refused rather than stored as 2.0 or multiplied into money.
+_STRICT_INTEGERS = Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+)
+Validator = validators.extend(Draft202012Validator, type_checker=_STRICT_INTEGERS)
 
 
 @dataclass(frozen=True)
@@ -79,27 +86,22 @@ class Endpoint:
     command: bool = False  # records something: takes Idempotency-Key and initiatedBy
     errors: tuple[int, ...] = ()
     query: tuple[QueryParam, ...] = ()
-    _validator: Draft202012Validator | None = field(default=None, init=False, compare=False)
+    _validator: Any = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.request is not None:
-            validator = Draft202012Validator(
-                self.request, format_checker=Draft202012Validator.FORMAT_CHECKER
-            )
+            validator = Validator(self.request, format_checker=Draft202012Validator.FORMAT_CHECKER)
             object.__setattr__(self, "_validator", validator)
 
     @property
     def path_ids(self) -> list[str]:
         return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
 
-    def route(self) -> Route:
-        async def asgi(request: Request) -> Response:
-            try:
-                return await self._answer(request)
-            except Exception as error:  # every failure becomes a problem response
-                return problem_for(error)
-
-        return Route(self.path, asgi, methods=[self.method], name=self.operation_id)
+    async def answer(self, request: Request) -> Response:
+        try:
+            return await self._answer(request)
+        except Exception as error:  # every failure becomes a problem response
+            return problem_for(error)
 
     async def _answer(self, request: Request) -> Response:
         services: Services = request.app.state.services
@@ -179,6 +181,21 @@ class Endpoint:
         return validated
 
 
+def routes(endpoints: list[Endpoint]) -> list[Route]:
+    """One route per path serving all of its methods, so a 405 lists every allowed one."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for endpoint in endpoints:
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint
+
+    def route(path: str, methods: dict[str, Endpoint]) -> Route:
+        async def asgi(request: Request) -> Response:
+            return await methods[request.method].answer(request)
+
+        return Route(path, asgi, methods=list(methods))
+
+    return [route(path, methods) for path, methods in by_path.items()]
+
+
 def authenticate(services: Services, request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -208,9 +225,23 @@ async def read_body(request: Request) -> bytes:
 
 def _parse(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as error:
         raise ApiProblem(400, f"the request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ApiProblem(400, "the request body is nested too deeply") from None
+    try:
+        # A lone surrogate ("\ud800") is valid JSON but no Unicode text: refuse it here
+        # rather than fail when the event is stored.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiProblem(400, "the request body holds an invalid Unicode escape") from None
+    return body
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which are not JSON and no valid number here.
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _field(error: ValidationError) -> str:

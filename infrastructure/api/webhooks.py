@@ -45,7 +45,7 @@ def _delete(call: Call) -> None:
 
 def page_limit(call: Call, default: int = 50) -> int:
     raw = call.query.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= 200:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 200:
         raise InvalidRequest("must be a whole number from 1 to 200", field="limit")
     return int(raw)
 
