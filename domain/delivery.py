@@ -182,6 +182,9 @@ class Delivery(Aggregate):
             next_at = policy.next_attempt_at(number, started_at, random, retry_after)
         outcome = "succeeded" if succeeded else ("retrying" if next_at else "failed")
         self._attempted(
+            webhook_id=self.webhook_id,
+            store_id=self.store_id,
+            event_id=self.event_id,
             number=number,
             started_at=started_at,
             duration_ms=duration_ms,
@@ -198,6 +201,9 @@ class Delivery(Aggregate):
     @event("Attempted")
     def _attempted(
         self,
+        webhook_id: UUID,
+        store_id: UUID,
+        event_id: str,
         number: int,
         started_at: datetime,
         duration_ms: float,

@@ -11,14 +11,19 @@ schema) and so exercise exactly what production runs.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from uuid import UUID
 
 import dramatiq
 
+from application import views
 from application.commerce import Commerce
 from application.directory import WebhookDirectory
 from application.dispatch import Dispatch
@@ -28,7 +33,8 @@ from infrastructure.broker import Queue, declare_deliver_actor, enqueue, make_br
 from infrastructure.dispatcher import Dispatcher
 from infrastructure.history import event_history
 from infrastructure.idempotency import IdempotencyStore, open_idempotency_store
-from infrastructure.persistence import application_env, ensure_schema
+from infrastructure.persistence import application_env, ensure_schema, schema_lock
+from infrastructure.readmodels import ReadModelStore, StalePosition, open_database, store_lookup
 from infrastructure.schedule import PostgresSchedule, Schedule, SqliteSchedule
 from infrastructure.secrets import MasterKey, SealingKeeper, SecretBox
 from infrastructure.sender import Sender
@@ -36,6 +42,9 @@ from infrastructure.settings import Settings
 from infrastructure.ssrf import TargetGuard
 from infrastructure.worker import USER_AGENT, AttemptRecorder, DeliveryWorker
 from projections.envelopes import build_envelope
+from projections.readmodels import Context
+
+log = logging.getLogger("webround")
 
 VERSION = "0.1.0"
 
@@ -49,6 +58,7 @@ class Services:
     keeper: SealingKeeper
     guard: TargetGuard
     idempotency: IdempotencyStore
+    read_models: ReadModelStore
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -56,6 +66,7 @@ class Services:
         while self._closers:
             self._closers.pop()()
         self.idempotency.close()
+        self.read_models.close()
         self.dispatch.close()
         self.webhooks.close()
         self.commerce.close()
@@ -65,6 +76,15 @@ def build(
     settings: Settings,
     clock: Callable[[], datetime] | None = None,
     jitter: Callable[[], float] | None = None,
+) -> Services:
+    with schema_lock(settings.database_url):
+        return _build(settings, clock, jitter)
+
+
+def _build(
+    settings: Settings,
+    clock: Callable[[], datetime] | None,
+    jitter: Callable[[], float] | None,
 ) -> Services:
     if settings.database_url is not None:
         ensure_schema(settings.database_url)
@@ -87,6 +107,17 @@ def build(
         clock=clock,
         random=jitter or random.random,
     )
+    sources: dict[str, Any] = {"commerce": commerce, "webhooks": webhooks, "dispatch": dispatch}
+
+    @lru_cache(maxsize=10_000)
+    def view_at(entity_id: UUID, version: int) -> dict[str, Any]:
+        return views.view(commerce.repository.get(entity_id, version=version))
+
+    read_models = ReadModelStore(
+        open_database(settings.data_dir, settings.database_url),
+        sources,
+        Context(view_at=view_at, store_of=store_lookup(sources)),
+    )
     return Services(
         settings=settings,
         commerce=commerce,
@@ -95,6 +126,7 @@ def build(
         keeper=keeper,
         guard=guard,
         idempotency=open_idempotency_store(settings),
+        read_models=read_models,
     )
 
 
@@ -141,6 +173,34 @@ def start_dispatcher(
 
     services._closers.append(close)
     return dispatcher
+
+
+def start_projector(services: Services, idle_seconds: float = 0.05) -> threading.Thread:
+    """Keep the read models in step with the event stores, in a background thread."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                busy = services.read_models.catch_up_all()
+            except StalePosition:
+                continue  # a rebuild swapped a model in: start again from its position
+            except Exception:
+                log.exception("read model pass failed; retrying")
+                stop.wait(1.0)
+                continue
+            if not busy:
+                stop.wait(idle_seconds)
+
+    thread = threading.Thread(target=run, name="projector", daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join(timeout=10)
+
+    services._closers.append(close)
+    return thread
 
 
 def start_worker(

@@ -122,7 +122,13 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
     import uvicorn
 
     from infrastructure.api.app import create_app
-    from infrastructure.bootstrap import build, open_queue, start_dispatcher, start_worker
+    from infrastructure.bootstrap import (
+        build,
+        open_queue,
+        start_dispatcher,
+        start_projector,
+        start_worker,
+    )
 
     if demo:
         # The demo receiver listens on loopback, which is otherwise refused (SSRF).
@@ -137,6 +143,7 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
             queue = open_queue(services)
             start_worker(services, queue)
             start_dispatcher(services, queue)
+            start_projector(services)
         if demo:
             from infrastructure.demo import start_demo
 
@@ -154,7 +161,13 @@ def _background_role(settings: Settings, role: str) -> int:
     import signal
     import threading
 
-    from infrastructure.bootstrap import build, open_queue, start_dispatcher, start_worker
+    from infrastructure.bootstrap import (
+        build,
+        open_queue,
+        start_dispatcher,
+        start_projector,
+        start_worker,
+    )
 
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -164,6 +177,7 @@ def _background_role(settings: Settings, role: str) -> int:
         queue = open_queue(services)
         if role == "dispatcher":
             start_dispatcher(services, queue)
+            start_projector(services)
         else:
             start_worker(services, queue)
         print(f"webround: {role} running (stop with SIGTERM)", flush=True)

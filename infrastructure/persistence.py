@@ -8,6 +8,8 @@ See docs/adr/0002-persistence.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from infrastructure.settings import Settings, SettingsError
@@ -56,6 +58,25 @@ def postgres_env(database_url: str) -> dict[str, str]:
     if schema:
         env["POSTGRES_SCHEMA"] = schema[0]
     return env
+
+
+@contextmanager
+def schema_lock(database_url: str | None) -> Iterator[None]:
+    """Serialise start-up DDL between processes on one PostgreSQL database: eventsourcing
+    re-creates its functions on every start, which PostgreSQL cannot do concurrently
+    ("tuple concurrently updated"). A no-op on SQLite."""
+    if database_url is None:
+        yield
+        return
+    import psycopg
+
+    dsn = database_url.split("?", 1)[0]
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as connection:
+        connection.execute("SELECT pg_advisory_lock(hashtext('webround.schema'))")
+        try:
+            yield
+        finally:
+            connection.execute("SELECT pg_advisory_unlock(hashtext('webround.schema'))")
 
 
 def ensure_schema(database_url: str) -> None:

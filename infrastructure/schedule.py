@@ -69,8 +69,9 @@ class SqliteSchedule:
     def __init__(self, path: Path) -> None:
         self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        # Outside any transaction: SQLite refuses to change the journal mode inside one.
+        self._connection.execute("PRAGMA journal_mode=WAL")
         with self._transaction() as c:
-            c.execute("PRAGMA journal_mode=WAL")
             c.execute(
                 "CREATE TABLE IF NOT EXISTS due_deliveries ("
                 " delivery_id TEXT PRIMARY KEY, webhook_id TEXT NOT NULL,"

@@ -1,0 +1,583 @@
+"""Read models: SQL tables projected from the event stores (CQRS read side, §7).
+
+Each read model is pure data plus a pure function: its tables, the applications whose
+logs it follows, and ``handle`` — which maps one event to row operations. The SQL engine
+in ``infrastructure.readmodels`` applies those operations and the model's tracking
+position in one transaction, rebuilds models aside and swaps them in, and checksums them.
+Handlers compute rows from the event alone (and, for the entity model, the aggregate's
+view at the event's version), never from the clock, so a rebuild gives identical rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from application import views
+from domain.delivery import DeliveryAttempted, DeliveryScheduled, EnvelopeCreated
+from domain.event_types import EVENT_TYPES
+from domain.tenancy import Store
+from domain.values import Actor
+
+JSON = dict[str, Any]
+
+
+# Row operations -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """Insert the row, or update the given columns of the row with the same key."""
+
+    table: str
+    row: JSON
+
+
+@dataclass(frozen=True)
+class Add:
+    """Insert the row, or add its ``counters`` to the existing row's (and set the rest)."""
+
+    table: str
+    row: JSON
+    counters: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Update:
+    """Update columns of an existing row (nothing when there is none)."""
+
+    table: str
+    key: JSON
+    values: JSON
+
+
+Operation = Upsert | Add | Update
+
+
+# Schema ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: dict[str, str]  # name -> "text" | "integer" | "real"
+    key: tuple[str, ...]
+    indexes: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a handler may consult besides the event, all of it fixed by the event stores:
+    an entity's view at a version, and the store an aggregate belongs to."""
+
+    view_at: Callable[[UUID, int], JSON]
+    store_of: Callable[[str, UUID], UUID]  # (application name, aggregate id) -> store id
+
+
+@dataclass(frozen=True)
+class ReadModel:
+    name: str
+    description: str
+    sources: tuple[str, ...]  # application names whose logs this model follows
+    tables: tuple[Table, ...]
+    handle: Callable[[str, int, Any, Context], Sequence[Operation]] = field(repr=False)
+
+
+def _actor(actor: Actor) -> str | None:
+    """Who did it, as stored: an email, "system", or None when unknown."""
+    return actor.email if actor.kind == "person" else ("system" if actor.kind == "system" else None)
+
+
+def _ts(moment: Any) -> str:
+    return views.timestamp(moment)
+
+
+# events: one row per envelope --------------------------------------------------------
+
+
+EVENTS_TABLE = Table(
+    "events",
+    {
+        "event_id": "text",
+        "store_id": "text",
+        "event_type": "text",
+        "entity_id": "text",
+        "occurred_at": "text",
+        "position": "integer",
+        "initiated_by": "text",
+        "envelope": "text",
+    },
+    ("event_id",),
+    (("store_id", "position"), ("store_id", "event_type", "position"), ("entity_id",)),
+)
+
+
+def _events(source: str, position: int, event: Any, context: Context) -> list[Operation]:
+    if not isinstance(event, EnvelopeCreated):
+        return []
+    e: Any = event
+    body = json.loads(e.body)
+    return [
+        Upsert(
+            "events",
+            {
+                "event_id": e.event_id,
+                "store_id": str(e.store_id),
+                "event_type": e.event_type,
+                "entity_id": str(e.entity_id),
+                "occurred_at": _ts(e.occurred_at),
+                "position": e.position,
+                "initiated_by": body.get("initiatedBy"),
+                "envelope": e.body,
+            },
+        )
+    ]
+
+
+# deliveries and their attempts ---------------------------------------------------------
+
+
+DELIVERIES_TABLE = Table(
+    "deliveries",
+    {
+        "delivery_id": "text",
+        "store_id": "text",
+        "webhook_id": "text",
+        "event_id": "text",
+        "event_type": "text",
+        "status": "text",
+        "attempts": "integer",
+        "replay": "integer",
+        "requested_by": "text",
+        "created_at": "text",
+        "last_attempt_at": "text",
+        "last_status_code": "integer",
+        "last_error": "text",
+        "next_attempt_at": "text",
+        "position": "integer",
+    },
+    ("delivery_id",),
+    (("store_id", "position"), ("webhook_id", "position"), ("event_id",)),
+)
+ATTEMPTS_TABLE = Table(
+    "attempts",
+    {
+        "delivery_id": "text",
+        "number": "integer",
+        "store_id": "text",
+        "webhook_id": "text",
+        "event_id": "text",
+        "started_at": "text",
+        "duration_ms": "real",
+        "status_code": "integer",
+        "error": "text",
+        "detail": "text",
+        "response_headers": "text",
+        "response_body": "text",
+        "next_attempt_at": "text",
+        "outcome": "text",
+    },
+    ("delivery_id", "number"),
+    (("webhook_id", "started_at"),),
+)
+
+
+def _deliveries(source: str, position: int, event: Any, context: Context) -> list[Operation]:
+    e: Any = event
+    if isinstance(event, DeliveryScheduled):
+        return [
+            Upsert(
+                "deliveries",
+                {
+                    "delivery_id": str(e.originator_id),
+                    "store_id": str(e.store_id),
+                    "webhook_id": str(e.webhook_id),
+                    "event_id": e.event_id,
+                    "event_type": e.event_type,
+                    "status": "pending",
+                    "attempts": 0,
+                    "replay": int(e.replay),
+                    "requested_by": _actor(e.actor) if e.replay else None,
+                    "created_at": _ts(e.timestamp),
+                    "last_attempt_at": None,
+                    "last_status_code": None,
+                    "last_error": None,
+                    "next_attempt_at": _ts(e.due_at),
+                    "position": position,
+                },
+            )
+        ]
+    if isinstance(event, DeliveryAttempted):
+        key = {"delivery_id": str(e.originator_id)}
+        status = "pending" if e.outcome == "retrying" else e.outcome
+        return [
+            Update(
+                "deliveries",
+                key,
+                {
+                    "status": status,
+                    "attempts": e.number,
+                    "last_attempt_at": _ts(e.started_at),
+                    "last_status_code": e.status_code,
+                    "last_error": e.error,
+                    "next_attempt_at": _ts(e.next_attempt_at) if e.next_attempt_at else None,
+                },
+            ),
+            Upsert(
+                "attempts",
+                {
+                    "delivery_id": str(e.originator_id),
+                    "number": e.number,
+                    "store_id": str(e.store_id),
+                    "webhook_id": str(e.webhook_id),
+                    "event_id": e.event_id,
+                    "started_at": _ts(e.started_at),
+                    "duration_ms": e.duration_ms,
+                    "status_code": e.status_code,
+                    "error": e.error,
+                    "detail": e.detail,
+                    "response_headers": json.dumps(e.response_headers, sort_keys=True),
+                    "response_body": e.response_body,
+                    "next_attempt_at": _ts(e.next_attempt_at) if e.next_attempt_at else None,
+                    "outcome": e.outcome,
+                },
+            ),
+        ]
+    return []
+
+
+# webhook stats, overall and per hour -----------------------------------------------------
+
+
+WEBHOOK_STATS_TABLE = Table(
+    "webhook_stats",
+    {
+        "webhook_id": "text",
+        "attempts": "integer",
+        "succeeded": "integer",
+        "failed": "integer",
+        "total_ms": "real",
+        "last_success_at": "text",
+        "last_failure_at": "text",
+    },
+    ("webhook_id",),
+)
+WEBHOOK_HOURLY_TABLE = Table(
+    "webhook_hourly",
+    {"webhook_id": "text", "hour": "text", "succeeded": "integer", "failed": "integer"},
+    ("webhook_id", "hour"),
+)
+
+
+def _stats(source: str, position: int, event: Any, context: Context) -> list[Operation]:
+    if not isinstance(event, DeliveryAttempted):
+        return []
+    e: Any = event
+    ok = e.status_code is not None and 200 <= e.status_code < 300
+    webhook_id = str(e.webhook_id)
+    at = _ts(e.started_at)
+    return [
+        Add(
+            "webhook_stats",
+            {
+                "webhook_id": webhook_id,
+                "attempts": 1,
+                "succeeded": int(ok),
+                "failed": int(not ok),
+                "total_ms": e.duration_ms,
+                **({"last_success_at": at} if ok else {"last_failure_at": at}),
+            },
+            ("attempts", "succeeded", "failed", "total_ms"),
+        ),
+        Add(
+            "webhook_hourly",
+            {
+                "webhook_id": webhook_id,
+                "hour": at[:13],
+                "succeeded": int(ok),
+                "failed": int(not ok),
+            },
+            ("succeeded", "failed"),
+        ),
+    ]
+
+
+# entities: the current state of every store entity ---------------------------------------
+
+
+ENTITIES_TABLE = Table(
+    "entities",
+    {
+        "entity_id": "text",
+        "store_id": "text",
+        "kind": "text",
+        "version": "integer",
+        "view": "text",
+        "updated_at": "text",
+    },
+    ("entity_id",),
+    (("store_id", "kind"),),
+)
+
+
+def _entities(source: str, position: int, event: Any, context: Context) -> list[Operation]:
+    event_type = EVENT_TYPES.get(type(event))
+    if event_type is None:
+        return []
+    e: Any = event
+    view = context.view_at(e.originator_id, e.originator_version)
+    return [
+        Upsert(
+            "entities",
+            {
+                "entity_id": str(e.originator_id),
+                "store_id": view["storeId"],
+                "kind": event_type.split(".", 1)[0],
+                "version": e.originator_version,
+                "view": json.dumps(view, sort_keys=True),
+                "updated_at": _ts(e.timestamp),
+            },
+        )
+    ]
+
+
+# audit: what happened, when, and who did it ----------------------------------------------
+
+
+AUDIT_TABLE = Table(
+    "audit",
+    {
+        "entry_id": "text",
+        "occurred_at": "text",
+        "store_id": "text",
+        "kind": "text",
+        "actor": "text",
+        "webhook_id": "text",
+        "event_id": "text",
+        "delivery_id": "text",
+        "summary": "text",
+        "details": "text",
+    },
+    ("entry_id",),
+    (
+        ("store_id", "occurred_at"),
+        ("store_id", "webhook_id", "occurred_at"),
+        ("store_id", "kind", "occurred_at"),
+        ("event_id",),
+        ("delivery_id",),
+    ),
+)
+
+
+def _entry(
+    source: str,
+    position: int,
+    event: Any,
+    *,
+    store_id: UUID,
+    kind: str,
+    summary: str,
+    actor: str | None,
+    webhook_id: UUID | None = None,
+    event_id: str | None = None,
+    delivery_id: UUID | None = None,
+    details: JSON | None = None,
+) -> Upsert:
+    return Upsert(
+        "audit",
+        {
+            # Zero-padded so entry ids sort like positions, as a tie-breaker after time.
+            "entry_id": f"{source}:{position:012d}",
+            "occurred_at": _ts(event.timestamp),
+            "store_id": str(store_id),
+            "kind": kind,
+            "actor": actor,
+            "webhook_id": str(webhook_id) if webhook_id else None,
+            "event_id": event_id,
+            "delivery_id": str(delivery_id) if delivery_id else None,
+            "summary": summary,
+            "details": json.dumps(details or {}, sort_keys=True),
+        },
+    )
+
+
+_WEBHOOK_CHANGES = {"sealed_headers"}  # never in the audit: sealed, and noise
+
+
+def _audit(source: str, position: int, event: Any, context: Context) -> list[Operation]:
+    e: Any = event
+    kind = type(event).__qualname__
+    entry: Upsert | None = None
+    if isinstance(event, Store.Created):
+        entry = _entry(
+            source,
+            position,
+            e,
+            store_id=e.originator_id,
+            kind="store.created",
+            summary=f"store {e.name!r} created",
+            actor=_actor(e.actor),
+        )
+    elif kind == "ApiKey.Created":
+        entry = _entry(
+            source,
+            position,
+            e,
+            store_id=e.store_id,
+            kind="api_key.created",
+            summary=f"API key {e.key_id} created"
+            + (f" acting for {e.principal}" if e.principal else " for a system integration"),
+            actor=_actor(e.actor),
+            details={"keyId": e.key_id, "principal": e.principal},
+        )
+    elif kind == "ApiKey.Revoked":
+        entry = _entry(
+            source,
+            position,
+            e,
+            store_id=context.store_of(source, e.originator_id),
+            kind="api_key.revoked",
+            summary="API key revoked",
+            actor=_actor(e.actor),
+        )
+    elif kind.startswith("Webhook."):
+        entry = _webhook_entry(source, position, e, kind.split(".", 1)[1], context)
+    elif isinstance(event, DeliveryScheduled):
+        entry = _entry(
+            source,
+            position,
+            e,
+            store_id=e.store_id,
+            kind="delivery.sent_again" if e.replay else "delivery.created",
+            summary=(f"{e.event_type} sent again" if e.replay else f"{e.event_type} to deliver"),
+            actor=_actor(e.actor),
+            webhook_id=e.webhook_id,
+            event_id=e.event_id,
+            delivery_id=e.originator_id,
+        )
+    elif isinstance(event, DeliveryAttempted):
+        entry = _attempt_entry(source, position, e)
+    return [entry] if entry else []
+
+
+def _webhook_entry(
+    source: str, position: int, e: Any, name: str, context: Context
+) -> Upsert | None:
+    store_id = context.store_of(source, e.originator_id)
+    common: JSON = {"store_id": store_id, "actor": _actor(e.actor), "webhook_id": e.originator_id}
+    if name == "Created":
+        return _entry(
+            source,
+            position,
+            e,
+            kind="webhook.created",
+            summary=f"webhook created for {e.url} ({', '.join(e.event_types)})",
+            details={"url": e.url, "eventTypes": e.event_types, "enabled": e.enabled},
+            **common,
+        )
+    if name == "Updated":
+        changes = {k: v for k, v in e.changes.items() if k not in _WEBHOOK_CHANGES}
+        if not changes and "sealed_headers" in e.changes:
+            changes = {"header_names": "(custom header values changed)"}
+        return _entry(
+            source,
+            position,
+            e,
+            kind="webhook.updated",
+            summary="webhook changed: " + ", ".join(sorted(changes)),
+            details=changes,
+            **common,
+        )
+    if name == "Enabled":
+        return _entry(
+            source, position, e, kind="webhook.enabled", summary="webhook enabled", **common
+        )
+    if name == "Disabled":
+        return _entry(
+            source,
+            position,
+            e,
+            kind="webhook.disabled",
+            summary=f"webhook disabled: {e.reason}",
+            details={"reason": e.reason},
+            **common,
+        )
+    if name == "SecretRotated":
+        until = _ts(e.previous_expires_at)
+        return _entry(
+            source,
+            position,
+            e,
+            kind="webhook.secret_rotated",
+            summary=f"signing secret rotated; the previous one signs until {until}",
+            details={"previousSecretExpiresAt": until},
+            **common,
+        )
+    if name == "Deleted":
+        return _entry(
+            source, position, e, kind="webhook.deleted", summary="webhook deleted", **common
+        )
+    return None
+
+
+def _attempt_entry(source: str, position: int, e: Any) -> Upsert:
+    answer = f"HTTP {e.status_code}" if e.status_code is not None else (e.error or "error")
+    if e.outcome == "succeeded":
+        kind, summary = "delivery.succeeded", f"attempt {e.number} succeeded: {answer}"
+    elif e.outcome == "retrying":
+        kind = "delivery.attempt_failed"
+        summary = f"attempt {e.number} failed: {answer}; next at {_ts(e.next_attempt_at)}"
+    else:
+        kind, summary = "delivery.failed", f"attempt {e.number} failed: {answer}; no more retries"
+    return _entry(
+        source,
+        position,
+        e,
+        store_id=e.store_id,
+        kind=kind,
+        summary=f"{summary} ({e.duration_ms:.0f} ms)",
+        actor="system",
+        webhook_id=e.webhook_id,
+        event_id=e.event_id,
+        delivery_id=e.originator_id,
+        details={"attempt": e.number, "statusCode": e.status_code, "error": e.error},
+    )
+
+
+# The registry ------------------------------------------------------------------------------
+
+READ_MODELS: tuple[ReadModel, ...] = (
+    ReadModel("events", "every event with its envelope", ("dispatch",), (EVENTS_TABLE,), _events),
+    ReadModel(
+        "deliveries",
+        "every delivery with its attempts",
+        ("dispatch",),
+        (DELIVERIES_TABLE, ATTEMPTS_TABLE),
+        _deliveries,
+    ),
+    ReadModel(
+        "webhook_stats",
+        "per-webhook attempt counts, latency, last success and failure, per hour",
+        ("dispatch",),
+        (WEBHOOK_STATS_TABLE, WEBHOOK_HOURLY_TABLE),
+        _stats,
+    ),
+    ReadModel(
+        "entities",
+        "the current state of every store entity",
+        ("commerce",),
+        (ENTITIES_TABLE,),
+        _entities,
+    ),
+    ReadModel(
+        "audit",
+        "what happened, when and who did it",
+        ("webhooks", "dispatch"),
+        (AUDIT_TABLE,),
+        _audit,
+    ),
+)
+BY_NAME = {model.name: model for model in READ_MODELS}
