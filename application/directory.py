@@ -72,15 +72,17 @@ class WebhookDirectory:
         self._by_store: dict[UUID, set[UUID]] = {}
         self._lock = threading.Lock()
 
-    def refresh(self) -> None:
-        """Catch up with every webhook change recorded so far."""
+    def refresh(self) -> list[UUID]:
+        """Catch up with every webhook change recorded so far; returns the webhooks that
+        were enabled again (disabled before, enabled now)."""
+        reenabled: list[UUID] = []
         with self._lock:
             while True:
                 notifications = self._webhooks.recorder.select_notifications(
                     start=self._position + 1, limit=500
                 )
                 if not notifications:
-                    return
+                    return reenabled
                 # Only webhook events matter here (not stores' or API keys').
                 changed = {
                     UUID(str(n.originator_id))
@@ -91,6 +93,9 @@ class WebhookDirectory:
                     aggregate: object = self._webhooks.repository.get(webhook_id)
                     if isinstance(aggregate, Webhook):
                         target = target_of(aggregate)
+                        before = self._targets.get(target.webhook_id)
+                        if before is not None and not before.enabled and target.enabled:
+                            reenabled.append(target.webhook_id)
                         self._targets[target.webhook_id] = target
                         self._by_store.setdefault(target.store_id, set()).add(target.webhook_id)
                 self._position = notifications[-1].id

@@ -237,3 +237,30 @@ class Delivery(Aggregate):
 DeliveryScheduled: type[Aggregate.Event] = Delivery.Scheduled  # type: ignore[attr-defined]
 DeliveryAttempted: type[Aggregate.Event] = Delivery.Attempted  # type: ignore[attr-defined]
 EnvelopeCreated: type[Aggregate.Event] = Envelope.Created
+
+
+@dataclass(frozen=True)
+class CircuitPolicy:
+    """When to stop hammering an endpoint that keeps failing, and when to probe it again.
+
+    After ``threshold`` consecutive failed attempts the circuit opens: the webhook's
+    deliveries are held for a cool-down that doubles with each further failure (up to
+    ``max_cooldown``). Once it has passed, one delivery probes the endpoint (half-open);
+    a success closes the circuit. A webhook failing for ``disable_after`` without a single
+    success is disabled.
+    """
+
+    threshold: int = 5
+    cooldown: float = 30.0
+    max_cooldown: float = 600.0
+    disable_after: timedelta = timedelta(days=5)
+
+    def open_until(self, consecutive_failures: int, failed_at: datetime) -> datetime | None:
+        if consecutive_failures < self.threshold:
+            return None
+        doublings = min(consecutive_failures - self.threshold, 20)
+        delay = min(self.cooldown * 2**doublings, self.max_cooldown)
+        return failed_at + timedelta(seconds=delay)
+
+    def should_disable(self, failing_since: datetime | None, now: datetime) -> bool:
+        return failing_since is not None and now - failing_since >= self.disable_after

@@ -16,7 +16,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from uuid import UUID
@@ -28,14 +28,14 @@ from application.commerce import Commerce
 from application.directory import WebhookDirectory
 from application.dispatch import Dispatch
 from application.webhooks import Webhooks
-from domain.delivery import RetryPolicy
+from domain.delivery import CircuitPolicy, RetryPolicy
 from infrastructure.broker import Queue, declare_deliver_actor, enqueue, make_broker
 from infrastructure.dispatcher import Dispatcher
 from infrastructure.history import event_history
 from infrastructure.idempotency import IdempotencyStore, open_idempotency_store
 from infrastructure.persistence import application_env, ensure_schema, schema_lock
 from infrastructure.readmodels import ReadModelStore, StalePosition, open_database, store_lookup
-from infrastructure.schedule import PostgresSchedule, Schedule, SqliteSchedule
+from infrastructure.schedule import Schedule, open_schedule_db
 from infrastructure.secrets import MasterKey, SealingKeeper, SecretBox
 from infrastructure.sender import Sender
 from infrastructure.settings import Settings
@@ -138,9 +138,9 @@ def open_queue(services: Services) -> Queue:
 
 
 def open_schedule(settings: Settings) -> Schedule:
-    if settings.database_url is None:
-        return SqliteSchedule(settings.data_dir / "schedule.sqlite")
-    return PostgresSchedule(settings.database_url)
+    policy = CircuitPolicy(disable_after=timedelta(seconds=settings.auto_disable_after))
+    with schema_lock(settings.database_url):
+        return Schedule(open_schedule_db(settings.data_dir, settings.database_url), policy)
 
 
 def start_dispatcher(
@@ -158,7 +158,9 @@ def start_dispatcher(
         services.dispatch,
         schedule,
         lambda message: enqueue(queue, message),
+        webhooks=services.webhooks,
         lease_seconds=services.settings.lease_seconds,
+        per_webhook=services.settings.webhook_concurrency,
         clock=clock,
     )
     stop = threading.Event()

@@ -20,6 +20,7 @@ from uuid import UUID
 from application.errors import ApplicationError
 from domain.errors import DomainError
 from domain.values import Actor
+from infrastructure import projections_cli
 from infrastructure.settings import Settings, SettingsError, markdown_table
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.command in ("dispatcher", "worker"):
         return _background_role(settings, args.command)
+    if args.command == "projections":
+        return projections_cli.run(settings, args)
     try:
         return _admin(settings, args)
     except (ApplicationError, DomainError) as error:
@@ -90,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("settings", help="print the configuration reference")
     show.add_argument("--markdown", action="store_true", help="as the Markdown table of docs/")
+    projections_cli.register(commands)
     return parser
 
 

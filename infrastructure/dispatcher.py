@@ -3,6 +3,10 @@
 Each step is a catch-up from durable state, so the loop can stop anywhere (even by
 `kill -9`) and resume: envelopes from the dispatch tracking position, the schedule from
 its own, and claimed-but-lost messages when their lease runs out.
+
+It also keeps endpoints from hurting each other: per-webhook concurrency and rate limits
+and the circuit breaker decide what is claimed, and a webhook that has failed for days
+without a success is disabled (with the reason in its audit trail).
 """
 
 from __future__ import annotations
@@ -10,13 +14,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
 from application.dispatch import AttemptResult, Dispatch
+from application.webhooks import Webhooks
 from domain.delivery import Envelope
+from domain.values import Actor
 from infrastructure.schedule import Claimed, Schedule
 from infrastructure.worker import Message
 
@@ -24,6 +31,26 @@ log = logging.getLogger("webround.dispatcher")
 
 # While a webhook is disabled its deliveries wait, looked at again this often.
 HOLD = timedelta(seconds=60)
+HEALTH_CHECK_EVERY = timedelta(seconds=60)
+
+
+@dataclass
+class _Bucket:
+    """A token bucket: ``rate`` sends per second, bursts of up to ``max(rate, 1)``."""
+
+    rate: float
+    tokens: float
+    at: datetime
+
+    def take(self, now: datetime) -> float:
+        """Take a token; returns 0 when one was available, else seconds until one is."""
+        capacity = max(self.rate, 1.0)
+        self.tokens = min(capacity, self.tokens + (now - self.at).total_seconds() * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 class Dispatcher:
@@ -33,24 +60,31 @@ class Dispatcher:
         schedule: Schedule,
         enqueue: Callable[[dict[str, Any]], None],
         *,
+        webhooks: Webhooks | None = None,
         lease_seconds: float = 60.0,
+        per_webhook: int = 8,
         max_in_flight: int = 2000,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.dispatch = dispatch
         self.schedule = schedule
         self._enqueue = enqueue
+        self._webhooks = webhooks
         self._lease = lease_seconds
+        self._per_webhook = per_webhook
         self._max_in_flight = max_in_flight
         self._clock = clock or (lambda: datetime.now(UTC))
         self._envelope = lru_cache(maxsize=5_000)(self._load_envelope)
+        self._buckets: dict[UUID, _Bucket] = {}
         self._wake = threading.Event()
+        self._last_health_check: datetime | None = None
 
     def step(self) -> int:
-        """One pass over all three stages; returns how much work it found."""
+        """One pass over all stages; returns how much work it found."""
         created = self.dispatch.process_new_events()
         scheduled = self.schedule.catch_up(self.dispatch)
         sent = self.enqueue_due()
+        self.check_health()
         return created + scheduled + sent
 
     def enqueue_due(self) -> int:
@@ -58,10 +92,11 @@ class Dispatcher:
         room = self._max_in_flight - self.schedule.in_flight(now)
         if room <= 0:
             return 0
-        claimed = self.schedule.claim(now, min(room, 500), self._lease)
+        claimed = self.schedule.claim(now, min(room, 500), self._lease, self._per_webhook)
         if not claimed:
             return 0
-        self.dispatch.directory.refresh()
+        for webhook_id in self.dispatch.directory.refresh():
+            self.schedule.forgive(webhook_id)  # re-enabled: start with a clean record
         for item in claimed:
             self._send(item, now)
         return len(claimed)
@@ -87,6 +122,15 @@ class Dispatcher:
         if not target.enabled:
             self.schedule.postpone(item.delivery_id, now + HOLD)
             return
+        if target.rate_limit:
+            bucket = self._buckets.get(target.webhook_id)
+            if bucket is None or bucket.rate != target.rate_limit:
+                bucket = _Bucket(target.rate_limit, max(target.rate_limit, 1.0), now)
+                self._buckets[target.webhook_id] = bucket
+            wait = bucket.take(now)
+            if wait:
+                self.schedule.postpone(item.delivery_id, now + timedelta(seconds=wait))
+                return
         envelope = self._envelope(item.envelope_id)
         message = Message.for_target(
             target,
@@ -98,6 +142,31 @@ class Dispatcher:
             body=envelope.body,
         )
         self._enqueue(message.to_json())
+
+    def check_health(self, force: bool = False) -> list[UUID]:
+        """Disable webhooks whose every delivery has failed for too long; returns them."""
+        now = self._clock()
+        due = self._last_health_check is None or now - self._last_health_check >= HEALTH_CHECK_EVERY
+        if self._webhooks is None or not (due or force):
+            return []
+        self._last_health_check = now
+        self.dispatch.directory.refresh()
+        disabled = []
+        days = self.schedule.policy.disable_after / timedelta(days=1)
+        for webhook_id in self.schedule.failing_for_too_long(now):
+            target = self.dispatch.directory.get(webhook_id)
+            if target is None or not target.enabled or target.deleted:
+                continue
+            self._webhooks.update_webhook(
+                target.store_id,
+                webhook_id,
+                Actor.system(),
+                enabled=False,
+                disabled_reason=f"every delivery failed for {days:g} days",
+            )
+            disabled.append(webhook_id)
+            log.warning("webhook %s disabled: failing for %g days", webhook_id, days)
+        return disabled
 
     def _load_envelope(self, envelope_id: UUID) -> Envelope:
         envelope: Envelope = self.dispatch.repository.get(envelope_id)

@@ -1,28 +1,29 @@
-"""The durable delivery schedule: a SQL table of due deliveries, projected from the
-dispatch log with its tracking position in the same transaction (exactly once).
+"""The durable delivery schedule: SQL tables of due deliveries and of each webhook's health,
+projected from the dispatch log with their tracking position in the same transaction.
 
 The dispatcher *claims* due rows for a lease before it enqueues them; a row leaves the
 table only when its delivery succeeds or fails for good, so a message lost with a killed
 worker or broker comes back when its lease runs out. Retries due in hours are rows here,
 not messages in a worker's memory.
+
+Claims isolate webhooks from each other: at most ``per_webhook`` deliveries of one webhook
+are in flight at once, and a webhook whose circuit is open (it kept failing, see
+`domain.delivery.CircuitPolicy`) gets none until its cool-down ends, then one probe.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 from uuid import UUID
 
 from application.dispatch import Dispatch
-from domain.delivery import DeliveryAttempted, DeliveryScheduled
-from projections.schedule import Change, Due, Retry, schedule_change
+from domain.delivery import CircuitPolicy, DeliveryAttempted, DeliveryScheduled
+from infrastructure.sql import Cursor, Database, PostgresDatabase, SqliteDatabase
+from projections.schedule import Change, Due, Outcome, Retry, outcome_of, schedule_change
 
 _TOPICS = [f"{cls.__module__}:{cls.__qualname__}" for cls in (DeliveryScheduled, DeliveryAttempted)]
 
@@ -36,90 +37,118 @@ class Claimed:
     attempt: int
 
 
-class Schedule(Protocol):
-    def catch_up(self, dispatch: Dispatch, limit: int = 1000) -> int: ...
-    def claim(self, now: datetime, limit: int, lease_seconds: float) -> list[Claimed]: ...
-    def postpone(self, delivery_id: UUID, due_at: datetime) -> None: ...
-    def release_leases(self) -> int: ...
-    def in_flight(self, now: datetime) -> int: ...
-    def pending(self) -> int: ...
-    def position(self) -> int: ...
-    def close(self) -> None: ...
+@dataclass(frozen=True)
+class Health:
+    """A webhook's recent record, as the circuit breaker and auto-disable see it."""
+
+    webhook_id: UUID
+    consecutive_failures: int
+    failing_since: datetime | None
+    last_success_at: datetime | None
+    open_until: datetime | None
+
+    def state(self, now: datetime) -> str:
+        if self.open_until is None:
+            return "closed"
+        return "open" if now < self.open_until else "half-open"
+
+    def to_json(self, now: datetime) -> dict[str, Any]:
+        def iso(moment: datetime | None) -> str | None:
+            return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if moment else None
+
+        return {
+            "state": self.state(now),
+            "openUntil": iso(self.open_until),
+            "consecutiveFailures": self.consecutive_failures,
+            "failingSince": iso(self.failing_since),
+            "lastSuccessAt": iso(self.last_success_at),
+        }
 
 
 def _ts(moment: datetime) -> float:
     return moment.astimezone(UTC).timestamp()
 
 
-def _pull(dispatch: Dispatch, start: int, limit: int) -> tuple[list[Change], int]:
-    """The schedule changes after ``start``, and the position they bring us to."""
-    head = dispatch.recorder.max_notification_id() or 0
-    if head <= start:
-        return [], start
-    notifications = dispatch.recorder.select_notifications(
-        start=start + 1, limit=limit, stop=head, topics=_TOPICS
-    )
-    # Fewer than asked for means every notification up to ``head`` was seen.
-    position = notifications[-1].id if len(notifications) == limit else head
-    changes = [schedule_change(dispatch.mapper.to_domain_event(n)) for n in notifications]
-    return [c for c in changes if c is not None], position
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-class SqliteSchedule:
-    def __init__(self, path: Path) -> None:
-        self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        # Outside any transaction: SQLite refuses to change the journal mode inside one.
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        with self._transaction() as c:
+class Schedule:
+    def __init__(self, db: Database, policy: CircuitPolicy | None = None) -> None:
+        self.db = db
+        self.policy = policy or CircuitPolicy()
+        self._ph = db.placeholder
+        t = db.types
+        with db.transaction() as c:
             c.execute(
                 "CREATE TABLE IF NOT EXISTS due_deliveries ("
-                " delivery_id TEXT PRIMARY KEY, webhook_id TEXT NOT NULL,"
-                " envelope_id TEXT NOT NULL, store_id TEXT NOT NULL,"
-                " attempt INTEGER NOT NULL, due_at REAL NOT NULL, lease_until REAL)"
+                f" delivery_id {t['text']} PRIMARY KEY, webhook_id {t['text']} NOT NULL,"
+                f" envelope_id {t['text']} NOT NULL, store_id {t['text']} NOT NULL,"
+                f" attempt {t['integer']} NOT NULL, due_at {t['real']} NOT NULL,"
+                f" lease_until {t['real']})"
             )
             c.execute("CREATE INDEX IF NOT EXISTS due_deliveries_due ON due_deliveries (due_at)")
             c.execute(
-                "CREATE TABLE IF NOT EXISTS due_tracking (id INTEGER PRIMARY KEY CHECK (id = 1),"
-                " position INTEGER NOT NULL)"
+                "CREATE INDEX IF NOT EXISTS due_deliveries_webhook "
+                "ON due_deliveries (webhook_id, lease_until)"
             )
-            c.execute("INSERT OR IGNORE INTO due_tracking VALUES (1, 0)")
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS webhook_health ("
+                f" webhook_id {t['text']} PRIMARY KEY,"
+                f" consecutive_failures {t['integer']} NOT NULL,"
+                f" failing_since {t['real']}, last_success_at {t['real']}, open_until {t['real']})"
+            )
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS due_tracking ("
+                f" id {t['integer']} PRIMARY KEY CHECK (id = 1), position {t['integer']} NOT NULL)"
+            )
+            c.execute(self._sql("INSERT INTO due_tracking VALUES (1, 0) ON CONFLICT DO NOTHING"))
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cursor = self._connection.cursor()
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                yield cursor
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            cursor.execute("COMMIT")
+    def _sql(self, text: str) -> str:
+        return text if self._ph == "?" else text.replace("?", self._ph)
+
+    # Projection ----------------------------------------------------------------------
 
     def position(self) -> int:
-        with self._transaction() as c:
-            return int(c.execute("SELECT position FROM due_tracking").fetchone()[0])
+        with self.db.transaction() as c:
+            c.execute("SELECT position FROM due_tracking")
+            return int(c.fetchone()[0])
 
     def catch_up(self, dispatch: Dispatch, limit: int = 1000) -> int:
         start = self.position()
-        changes, position = _pull(dispatch, start, limit)
-        if position == start:
+        head = dispatch.recorder.max_notification_id() or 0
+        if head <= start:
             return 0
-        with self._transaction() as c:
-            # The position moves forward only: a second dispatcher would fail here
-            # rather than apply the same changes twice.
-            c.execute("UPDATE due_tracking SET position = ? WHERE position = ?", (position, start))
+        notifications = dispatch.recorder.select_notifications(
+            start=start + 1, limit=limit, stop=head, topics=_TOPICS
+        )
+        # Fewer than asked for means every notification up to ``head`` was seen.
+        position = notifications[-1].id if len(notifications) == limit else head
+        events = [dispatch.mapper.to_domain_event(n) for n in notifications]
+        changes = [c for c in map(schedule_change, events) if c is not None]
+        outcomes = [o for o in map(outcome_of, events) if o is not None]
+        with self.db.transaction() as c:
+            # The position moves forward only from where this batch began: a second
+            # writer fails here rather than apply the same changes twice.
+            c.execute(
+                self._sql("UPDATE due_tracking SET position = ? WHERE position = ?"),
+                (position, start),
+            )
             if c.rowcount != 1:
                 raise RuntimeError("the schedule was advanced by another process")
             for change in changes:
                 self._apply(c, change)
+            for outcome in outcomes:
+                self._record_outcome(c, outcome)
         return len(changes)
 
-    def _apply(self, c: sqlite3.Cursor, change: Change) -> None:
+    def _apply(self, c: Cursor, change: Change) -> None:
         if isinstance(change, Due):
             c.execute(
-                "INSERT OR IGNORE INTO due_deliveries VALUES (?, ?, ?, ?, 1, ?, NULL)",
+                self._sql(
+                    "INSERT INTO due_deliveries VALUES (?, ?, ?, ?, 1, ?, NULL) "
+                    "ON CONFLICT DO NOTHING"
+                ),
                 (
                     str(change.delivery_id),
                     str(change.webhook_id),
@@ -130,8 +159,10 @@ class SqliteSchedule:
             )
         elif isinstance(change, Retry):
             c.execute(
-                "UPDATE due_deliveries SET attempt = ?, due_at = ?, lease_until = NULL "
-                "WHERE delivery_id = ? AND attempt < ?",
+                self._sql(
+                    "UPDATE due_deliveries SET attempt = ?, due_at = ?, lease_until = NULL "
+                    "WHERE delivery_id = ? AND attempt < ?"
+                ),
                 (
                     change.next_attempt,
                     _ts(change.due_at),
@@ -141,49 +172,154 @@ class SqliteSchedule:
             )
         else:
             c.execute(
-                "DELETE FROM due_deliveries WHERE delivery_id = ?", (str(change.delivery_id),)
+                self._sql("DELETE FROM due_deliveries WHERE delivery_id = ?"),
+                (str(change.delivery_id),),
             )
 
-    def claim(self, now: datetime, limit: int, lease_seconds: float) -> list[Claimed]:
+    def _record_outcome(self, c: Cursor, outcome: Outcome) -> None:
+        current = self._health_in(c, outcome.webhook_id)
+        row: tuple[int, float | None, float | None, float | None]
+        if outcome.succeeded:
+            row = (0, None, _ts(outcome.at), None)
+        else:
+            failures = current.consecutive_failures + 1
+            since = current.failing_since or outcome.at
+            until = self.policy.open_until(failures, outcome.at)
+            last = current.last_success_at
+            row = (failures, _ts(since), _ts(last) if last else None, _ts(until) if until else None)
+        c.execute(
+            self._sql(
+                "INSERT INTO webhook_health VALUES (?, ?, ?, ?, ?) ON CONFLICT (webhook_id) DO "
+                "UPDATE SET consecutive_failures = excluded.consecutive_failures, "
+                "failing_since = excluded.failing_since, "
+                "last_success_at = excluded.last_success_at, open_until = excluded.open_until"
+            ),
+            (str(outcome.webhook_id), *row),
+        )
+
+    def _health_in(self, c: Cursor, webhook_id: UUID) -> Health:
+        c.execute(
+            self._sql(
+                "SELECT consecutive_failures, failing_since, last_success_at, open_until "
+                "FROM webhook_health WHERE webhook_id = ?"
+            ),
+            (str(webhook_id),),
+        )
+        row = c.fetchone()
+        if row is None:
+            return Health(webhook_id, 0, None, None, None)
+        return Health(webhook_id, int(row[0]), _dt(row[1]), _dt(row[2]), _dt(row[3]))
+
+    # Claims --------------------------------------------------------------------------
+
+    def claim(
+        self,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        per_webhook: int = 1_000_000,
+    ) -> list[Claimed]:
+        """Lease up to ``limit`` due deliveries, oldest first, at most ``per_webhook`` of
+        one webhook in flight, none of a webhook whose circuit is open and one probe of a
+        webhook whose circuit is half-open."""
         moment = _ts(now)
-        with self._transaction() as c:
-            rows = c.execute(
-                "SELECT delivery_id, webhook_id, envelope_id, store_id, attempt "
-                "FROM due_deliveries WHERE due_at <= ? AND (lease_until IS NULL OR "
-                "lease_until < ?) ORDER BY due_at LIMIT ?",
-                (moment, moment, limit),
-            ).fetchall()
-            c.executemany(
-                "UPDATE due_deliveries SET lease_until = ? WHERE delivery_id = ?",
-                [(moment + lease_seconds, row[0]) for row in rows],
+        with self.db.transaction() as c:
+            c.execute(
+                self._sql(
+                    "WITH busy AS (SELECT webhook_id, count(*) AS n FROM due_deliveries"
+                    "  WHERE lease_until >= ? GROUP BY webhook_id),"
+                    " candidates AS (SELECT d.delivery_id, d.webhook_id, d.envelope_id,"
+                    "  d.store_id, d.attempt, d.due_at, ROW_NUMBER() OVER"
+                    "  (PARTITION BY d.webhook_id ORDER BY d.due_at) AS rank"
+                    "  FROM due_deliveries d WHERE d.due_at <= ?"
+                    "  AND (d.lease_until IS NULL OR d.lease_until < ?))"
+                    " SELECT c.delivery_id, c.webhook_id, c.envelope_id, c.store_id, c.attempt"
+                    " FROM candidates c"
+                    " LEFT JOIN busy b ON b.webhook_id = c.webhook_id"
+                    " LEFT JOIN webhook_health h ON h.webhook_id = c.webhook_id"
+                    " WHERE (h.open_until IS NULL AND c.rank + COALESCE(b.n, 0) <= ?)"
+                    "  OR (h.open_until <= ? AND c.rank + COALESCE(b.n, 0) <= 1)"
+                    " ORDER BY c.due_at LIMIT ?"
+                ),
+                (moment, moment, moment, per_webhook, moment, limit),
             )
+            rows = c.fetchall()
+            for row in rows:
+                c.execute(
+                    self._sql("UPDATE due_deliveries SET lease_until = ? WHERE delivery_id = ?"),
+                    (moment + lease_seconds, str(row[0])),
+                )
         return [_claimed(row) for row in rows]
 
     def postpone(self, delivery_id: UUID, due_at: datetime) -> None:
-        with self._transaction() as c:
+        with self.db.transaction() as c:
             c.execute(
-                "UPDATE due_deliveries SET due_at = ?, lease_until = NULL WHERE delivery_id = ?",
+                self._sql(
+                    "UPDATE due_deliveries SET due_at = ?, lease_until = NULL WHERE delivery_id = ?"
+                ),
                 (_ts(due_at), str(delivery_id)),
             )
 
     def release_leases(self) -> int:
-        with self._transaction() as c:
+        with self.db.transaction() as c:
             c.execute("UPDATE due_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL")
-            return c.rowcount
+            return int(c.rowcount)
+
+    # Reads ---------------------------------------------------------------------------
 
     def in_flight(self, now: datetime) -> int:
-        with self._transaction() as c:
-            row = c.execute(
-                "SELECT count(*) FROM due_deliveries WHERE lease_until >= ?", (_ts(now),)
-            ).fetchone()
-        return int(row[0])
+        with self.db.transaction() as c:
+            c.execute(
+                self._sql("SELECT count(*) FROM due_deliveries WHERE lease_until >= ?"),
+                (_ts(now),),
+            )
+            return int(c.fetchone()[0])
 
     def pending(self) -> int:
-        with self._transaction() as c:
-            return int(c.execute("SELECT count(*) FROM due_deliveries").fetchone()[0])
+        with self.db.transaction() as c:
+            c.execute("SELECT count(*) FROM due_deliveries")
+            return int(c.fetchone()[0])
+
+    def oldest_due(self, now: datetime) -> float:
+        """Seconds the oldest due, unclaimed delivery has waited (queue lag)."""
+        with self.db.transaction() as c:
+            c.execute(
+                self._sql(
+                    "SELECT min(due_at) FROM due_deliveries WHERE due_at <= ? "
+                    "AND (lease_until IS NULL OR lease_until < ?)"
+                ),
+                (_ts(now), _ts(now)),
+            )
+            oldest = c.fetchone()[0]
+        return 0.0 if oldest is None else max(_ts(now) - float(oldest), 0.0)
+
+    def health(self, webhook_id: UUID) -> Health:
+        with self.db.transaction() as c:
+            return self._health_in(c, webhook_id)
+
+    def failing_for_too_long(self, now: datetime) -> list[UUID]:
+        """Webhooks whose every attempt has failed for the policy's ``disable_after``."""
+        cutoff = _ts(now - self.policy.disable_after)
+        with self.db.transaction() as c:
+            c.execute(
+                self._sql("SELECT webhook_id FROM webhook_health WHERE failing_since <= ?"),
+                (cutoff,),
+            )
+            return [UUID(str(row[0])) for row in c.fetchall()]
+
+    def forgive(self, webhook_id: UUID) -> None:
+        """Start a re-enabled webhook with a clean record (closed circuit)."""
+        with self.db.transaction() as c:
+            c.execute(
+                self._sql(
+                    "UPDATE webhook_health SET consecutive_failures = 0, failing_since = NULL, "
+                    "open_until = NULL WHERE webhook_id = ?"
+                ),
+                (str(webhook_id),),
+            )
 
     def close(self) -> None:
-        self._connection.close()
+        self.db.close()
 
 
 def _claimed(row: Sequence[Any]) -> Claimed:
@@ -192,136 +328,7 @@ def _claimed(row: Sequence[Any]) -> Claimed:
     )
 
 
-class PostgresSchedule:
-    def __init__(self, database_url: str) -> None:
-        from psycopg import sql
-        from psycopg_pool import ConnectionPool
-
-        schema = parse_qs(urlsplit(database_url).query).get("schema", ["public"])[0]
-        dsn = database_url.split("?", 1)[0]
-        self._pool = ConnectionPool(dsn, min_size=1, max_size=3, open=True, timeout=10)
-        self._due = sql.Identifier(schema, "dispatch_due")
-        self._tracking = sql.Identifier(schema, "dispatch_due_tracking")
-        self._sql = sql
-        with self._pool.connection() as conn:
-            conn.execute(sql.SQL("SELECT pg_advisory_xact_lock(hashtext('webround.schedule'))"))
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (delivery_id uuid PRIMARY KEY,"
-                    " webhook_id uuid NOT NULL, envelope_id uuid NOT NULL, store_id uuid NOT NULL,"
-                    " attempt integer NOT NULL, due_at double precision NOT NULL,"
-                    " lease_until double precision)"
-                ).format(self._due)
-            )
-            conn.execute(
-                sql.SQL("CREATE INDEX IF NOT EXISTS dispatch_due_at ON {} (due_at)").format(
-                    self._due
-                )
-            )
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (id integer PRIMARY KEY CHECK (id = 1),"
-                    " position bigint NOT NULL)"
-                ).format(self._tracking)
-            )
-            conn.execute(
-                sql.SQL("INSERT INTO {} VALUES (1, 0) ON CONFLICT DO NOTHING").format(
-                    self._tracking
-                )
-            )
-
-    def _q(self, text: str) -> Any:
-        return self._sql.SQL(text).format(due=self._due, tracking=self._tracking)
-
-    def position(self) -> int:
-        with self._pool.connection() as conn:
-            row = conn.execute(self._q("SELECT position FROM {tracking}")).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def catch_up(self, dispatch: Dispatch, limit: int = 1000) -> int:
-        start = self.position()
-        changes, position = _pull(dispatch, start, limit)
-        if position == start:
-            return 0
-        with self._pool.connection() as conn, conn.transaction():
-            cursor = conn.execute(
-                self._q("UPDATE {tracking} SET position = %s WHERE position = %s"),
-                (position, start),
-            )
-            if cursor.rowcount != 1:
-                raise RuntimeError("the schedule was advanced by another process")
-            for change in changes:
-                self._apply(conn, change)
-        return len(changes)
-
-    def _apply(self, conn: Any, change: Change) -> None:
-        if isinstance(change, Due):
-            conn.execute(
-                self._q(
-                    "INSERT INTO {due} VALUES (%s, %s, %s, %s, 1, %s, NULL) ON CONFLICT DO NOTHING"
-                ),
-                (
-                    change.delivery_id,
-                    change.webhook_id,
-                    change.envelope_id,
-                    change.store_id,
-                    _ts(change.due_at),
-                ),
-            )
-        elif isinstance(change, Retry):
-            conn.execute(
-                self._q(
-                    "UPDATE {due} SET attempt = %s, due_at = %s, lease_until = NULL "
-                    "WHERE delivery_id = %s AND attempt < %s"
-                ),
-                (change.next_attempt, _ts(change.due_at), change.delivery_id, change.next_attempt),
-            )
-        else:
-            conn.execute(self._q("DELETE FROM {due} WHERE delivery_id = %s"), (change.delivery_id,))
-
-    def claim(self, now: datetime, limit: int, lease_seconds: float) -> list[Claimed]:
-        moment = _ts(now)
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                self._q(
-                    "UPDATE {due} SET lease_until = %s WHERE delivery_id IN ("
-                    " SELECT delivery_id FROM {due} WHERE due_at <= %s AND"
-                    " (lease_until IS NULL OR lease_until < %s) ORDER BY due_at LIMIT %s"
-                    " FOR UPDATE SKIP LOCKED)"
-                    " RETURNING delivery_id, webhook_id, envelope_id, store_id, attempt"
-                ),
-                (moment + lease_seconds, moment, moment, limit),
-            ).fetchall()
-        return [_claimed(row) for row in rows]
-
-    def postpone(self, delivery_id: UUID, due_at: datetime) -> None:
-        with self._pool.connection() as conn:
-            conn.execute(
-                self._q("UPDATE {due} SET due_at = %s, lease_until = NULL WHERE delivery_id = %s"),
-                (_ts(due_at), delivery_id),
-            )
-
-    def release_leases(self) -> int:
-        with self._pool.connection() as conn:
-            cursor = conn.execute(
-                self._q("UPDATE {due} SET lease_until = NULL WHERE lease_until IS NOT NULL")
-            )
-            return cursor.rowcount
-
-    def in_flight(self, now: datetime) -> int:
-        with self._pool.connection() as conn:
-            row = conn.execute(
-                self._q("SELECT count(*) FROM {due} WHERE lease_until >= %s"), (_ts(now),)
-            ).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def pending(self) -> int:
-        with self._pool.connection() as conn:
-            row = conn.execute(self._q("SELECT count(*) FROM {due}")).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def close(self) -> None:
-        self._pool.close()
+def open_schedule_db(data_dir: Path, database_url: str | None) -> Database:
+    if database_url is None:
+        return SqliteDatabase(data_dir / "schedule.sqlite")
+    return PostgresDatabase(database_url)

@@ -131,9 +131,23 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "WEBROUND_WORKER_THREADS",
-        "8",
+        "16",
         "Delivery attempts a worker process (or the embedded worker) runs at once.",
         _positive_int,
+    ),
+    Setting(
+        "WEBROUND_WEBHOOK_CONCURRENCY",
+        "8",
+        "Deliveries of one webhook in flight at once, so a slow endpoint can hold at most "
+        "this many worker threads (keep it below WEBROUND_WORKER_THREADS).",
+        _positive_int,
+    ),
+    Setting(
+        "WEBROUND_AUTO_DISABLE_AFTER",
+        "432000",
+        "Seconds of failed deliveries without a single success after which a webhook is "
+        "disabled (default: 5 days).",
+        _positive_float,
     ),
     Setting(
         "WEBROUND_LEASE_SECONDS",
@@ -156,7 +170,9 @@ class Settings:
     master_key_file: Path | None = None
     allowed_targets: tuple[Network, ...] = ()
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
-    worker_threads: int = 8
+    worker_threads: int = 16
+    webhook_concurrency: int = 8
+    auto_disable_after: float = 432000.0
     lease_seconds: float = 60.0
     host: str = "127.0.0.1"
     port: int = 8000

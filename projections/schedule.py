@@ -43,7 +43,24 @@ class Done:
     delivery_id: UUID
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """An attempt's result for its webhook's health (circuit breaker, auto-disable)."""
+
+    webhook_id: UUID
+    succeeded: bool
+    at: datetime
+
+
 Change = Due | Retry | Done
+
+
+def outcome_of(domain_event: Any) -> Outcome | None:
+    if isinstance(domain_event, DeliveryAttempted):
+        a: Any = domain_event
+        ok = a.status_code is not None and 200 <= a.status_code < 300
+        return Outcome(a.webhook_id, ok, a.started_at)
+    return None
 
 
 def schedule_change(domain_event: Any) -> Change | None:

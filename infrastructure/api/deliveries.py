@@ -1,0 +1,202 @@
+"""Delivery routes (§6, §8): list deliveries and read one with every attempt.
+
+Also the pieces every read-side list shares (its `since`/`until`/`order`/paging query
+parameters), used by the event and audit routes too. Answers come from the read models
+(`infrastructure.queries`), which follow the event stores closely but not instantly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from application.catalog import ID, TIMESTAMP
+from infrastructure.api import schemas as s
+from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
+from infrastructure.api.webhooks import PAGING, page_limit
+from infrastructure.queries import DELIVERY_STATUSES, Queries, newest_first
+
+# Shared by the read-side lists -------------------------------------------------------------
+
+EVENT_ID: s.Schema = {
+    "type": "string",
+    "pattern": "^evt_[0-9a-f]{32}$",
+    "description": "A store event's id: the `webhook-id` header and `eventId` of its envelope.",
+    "examples": ["evt_" + "0" * 32],
+}
+NULLABLE_TIMESTAMP: s.Schema = {"anyOf": [TIMESTAMP, {"type": "null"}]}
+NULLABLE_ID: s.Schema = {"anyOf": [ID, {"type": "null"}]}
+UUID_PARAM: s.Schema = {"type": "string", "format": "uuid"}
+TIME_PARAM: s.Schema = {
+    "type": "string",
+    "format": "date-time",
+    "examples": ["2030-01-01T12:00:00Z"],
+}
+
+
+def time_range(what: str) -> tuple[QueryParam, ...]:
+    return (
+        QueryParam("since", TIME_PARAM, f"Only {what} at or after this time (ISO 8601)."),
+        QueryParam("until", TIME_PARAM, f"Only {what} before this time (ISO 8601)."),
+    )
+
+
+ORDERING = (
+    QueryParam(
+        "order",
+        {"type": "string", "enum": ["newest", "oldest"], "default": "newest"},
+        "Newest or oldest first.",
+    ),
+    *PAGING,
+)
+
+
+def queries(call: Call) -> Queries:
+    return Queries(call.services.read_models)
+
+
+def paging(call: Call) -> dict[str, Any]:
+    """`limit`, `cursor` and `order` of a list request, checked."""
+    return {
+        "limit": page_limit(call),
+        "cursor": call.query.get("cursor") or None,
+        "newest_first": newest_first(call.query.get("order")),
+    }
+
+
+# Schemas ----------------------------------------------------------------------------------
+
+ATTEMPT: s.Schema = {
+    "type": "object",
+    "properties": {
+        "number": {"type": "integer", "minimum": 1},
+        "startedAt": TIMESTAMP,
+        "durationMs": {"type": "number", "minimum": 0},
+        "statusCode": {"type": ["integer", "null"], "description": "null: no HTTP answer"},
+        "error": {
+            "type": ["string", "null"],
+            "description": "The error class when there was no HTTP answer (timeout, "
+            "connection, tls, redirect, …).",
+        },
+        "detail": {"type": ["string", "null"]},
+        "responseHeaders": {
+            "type": "object",
+            "additionalProperties": {"type": "string"},
+            "description": "The response headers of interest.",
+        },
+        "responseBody": {
+            "type": "string",
+            "description": "The first 16 KiB of the response body.",
+        },
+        "nextAttemptAt": {
+            **NULLABLE_TIMESTAMP,
+            "description": "When the next attempt is due; null when none follows.",
+        },
+        "outcome": {"type": "string", "enum": ["succeeded", "retrying", "failed"]},
+    },
+    "required": [
+        "number",
+        "startedAt",
+        "durationMs",
+        "statusCode",
+        "error",
+        "detail",
+        "responseHeaders",
+        "responseBody",
+        "nextAttemptAt",
+        "outcome",
+    ],
+    "additionalProperties": False,
+}
+DELIVERY: s.Schema = {
+    "type": "object",
+    "properties": {
+        "id": ID,
+        "eventId": EVENT_ID,
+        "eventType": {"type": "string"},
+        "webhookId": ID,
+        "status": {"type": "string", "enum": list(DELIVERY_STATUSES)},
+        "attemptCount": {"type": "integer", "minimum": 0},
+        "replay": {"type": "boolean", "description": "true for a “Send again”."},
+        "requestedBy": {
+            "type": ["string", "null"],
+            "description": "Who asked to send again: an email, `system`, or null.",
+        },
+        "createdAt": TIMESTAMP,
+        "lastAttemptAt": NULLABLE_TIMESTAMP,
+        "lastStatusCode": {"type": ["integer", "null"]},
+        "lastError": {"type": ["string", "null"]},
+        "nextAttemptAt": NULLABLE_TIMESTAMP,
+    },
+    "required": [
+        "id",
+        "eventId",
+        "eventType",
+        "webhookId",
+        "status",
+        "attemptCount",
+        "replay",
+        "requestedBy",
+        "createdAt",
+        "lastAttemptAt",
+        "lastStatusCode",
+        "lastError",
+        "nextAttemptAt",
+    ],
+    "additionalProperties": False,
+}
+DELIVERY_WITH_ATTEMPTS: s.Schema = {
+    **DELIVERY,
+    "properties": {**DELIVERY["properties"], "attempts": {"type": "array", "items": ATTEMPT}},
+    "required": [*DELIVERY["required"], "attempts"],
+}
+
+
+# Routes -----------------------------------------------------------------------------------
+
+
+def _list(call: Call) -> JSON:
+    q = call.query
+    return queries(call).list_deliveries(
+        call.store_id,
+        webhook_id=q.get("webhookId"),
+        event_id=q.get("eventId"),
+        status=q.get("status"),
+        since=q.get("since"),
+        until=q.get("until"),
+        **paging(call),
+    )
+
+
+ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/v1/deliveries",
+        _list,
+        "list_deliveries",
+        "List deliveries, newest first (or oldest), by webhook, event, status and time",
+        "Deliveries",
+        response=s.page_of(DELIVERY),
+        errors=(401, 422),
+        query=(
+            QueryParam("webhookId", UUID_PARAM, "Only deliveries to this webhook."),
+            QueryParam("eventId", EVENT_ID, "Only deliveries of this event."),
+            QueryParam(
+                "status",
+                {"type": "string", "enum": list(DELIVERY_STATUSES)},
+                "Only deliveries in this state (`pending` includes those awaiting a retry).",
+            ),
+            *time_range("deliveries created"),
+            *ORDERING,
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/deliveries/{id}",
+        lambda call: queries(call).get_delivery(call.store_id, call.ids["id"]),
+        "get_delivery",
+        "Get a delivery with every attempt",
+        "Deliveries",
+        response=DELIVERY_WITH_ATTEMPTS,
+        errors=(401, 404),
+    ),
+]

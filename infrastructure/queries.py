@@ -1,0 +1,555 @@
+"""Read-only questions over the read models (§7): events, deliveries, the audit log, health.
+
+Every query is asked for one store and never answers another store's rows. Answers are
+dicts shaped as the API returns them (camelCase); lists are `{"data", "nextCursor"}`.
+
+Lists page by keyset on a strictly increasing key — events and deliveries by their log
+position, audit entries by (time, entry id) — so a page starts exactly after the last row
+of the previous one: rows recorded between two page requests neither shift nor repeat
+anything. Cursors are opaque (base64 of the list, the order and the key) and are refused
+for another list or the other order.
+
+Filters are validated here, so the API and the CLI refuse the same input with the same
+message (`InvalidRequest` naming the field). Times are ISO 8601 with `Z` or an offset;
+`since` is inclusive, `until` exclusive.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from application.errors import InvalidRequest, NotFound
+from domain.event_types import EVENT_CLASSES
+from infrastructure.readmodels import ReadModelStore
+
+JSON = dict[str, Any]
+MAX_LIMIT = 200
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+EVENT_ID = re.compile(r"^evt_[0-9a-f]{32}$")
+_MOMENT = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
+)
+_KIND = re.compile(r"^[a-z_]+(\.[a-z_]*|\.\*)?$")
+_ENTITIES = {name.split(".", 1)[0] for name in EVENT_CLASSES}
+
+
+class Queries:
+    """What the API and the CLI ask of the read models, one store at a time."""
+
+    def __init__(self, read_models: ReadModelStore) -> None:
+        self._rm = read_models
+
+    # Events ------------------------------------------------------------------------
+
+    def list_events(
+        self,
+        store_id: UUID,
+        *,
+        event_type: str | None = None,
+        entity_id: str | UUID | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = True,
+    ) -> JSON:
+        where = _Where("store_id = ?", str(store_id))
+        if event_type is not None:
+            exact, prefix = _event_type_filter(event_type)
+            if prefix is not None:
+                where.prefix("event_type", prefix)
+            else:
+                where.add("event_type = ?", exact)
+        if entity_id is not None:
+            where.add("entity_id = ?", str(_uuid(entity_id, "entityId")))
+        where.time_range("occurred_at", since, until)
+        rows, next_cursor = self._page(
+            "rm_events",
+            "event_id, event_type, entity_id, occurred_at, initiated_by, position",
+            where,
+            _Keyset("events", ("position",), newest_first),
+            limit,
+            cursor,
+        )
+        counts = self._delivery_counts(store_id, [r["event_id"] for r in rows])
+        return {
+            "data": [_event(r, counts.get(r["event_id"], {})) for r in rows],
+            "nextCursor": next_cursor,
+        }
+
+    def get_event(self, store_id: UUID, event_id: str) -> JSON:
+        """The event with its envelope, and its deliveries per webhook with every attempt."""
+        if not EVENT_ID.match(event_id):
+            raise NotFound("event", event_id)
+        rows = self._rm.query(
+            "SELECT event_id, event_type, entity_id, occurred_at, initiated_by, envelope "
+            "FROM rm_events WHERE store_id = ? AND event_id = ?",
+            (str(store_id), event_id),
+        )
+        if not rows:
+            raise NotFound("event", event_id)
+        deliveries = self._deliveries_with_attempts(
+            "SELECT * FROM rm_deliveries WHERE store_id = ? AND event_id = ? ORDER BY position",
+            (str(store_id), event_id),
+        )
+        counts = {status: 0 for status in DELIVERY_STATUSES}
+        by_webhook: dict[str, list[JSON]] = {}
+        for delivery in deliveries:
+            counts[delivery["status"]] += 1
+            by_webhook.setdefault(delivery["webhookId"], []).append(delivery)
+        return {
+            **_event(rows[0], counts),
+            "envelope": json.loads(rows[0]["envelope"]),
+            "deliveriesByWebhook": [
+                {"webhookId": webhook_id, "deliveries": items}
+                for webhook_id, items in by_webhook.items()
+            ],
+        }
+
+    def _delivery_counts(self, store_id: UUID, event_ids: Sequence[str]) -> dict[str, JSON]:
+        if not event_ids:
+            return {}
+        marks = ", ".join("?" * len(event_ids))
+        rows = self._rm.query(
+            "SELECT event_id, status, COUNT(*) AS n FROM rm_deliveries "  # noqa: S608 (marks only)
+            f"WHERE store_id = ? AND event_id IN ({marks}) GROUP BY event_id, status",
+            (str(store_id), *event_ids),
+        )
+        counts: dict[str, JSON] = {}
+        for row in rows:
+            counts.setdefault(row["event_id"], {})[row["status"]] = int(row["n"])
+        return counts
+
+    # Deliveries --------------------------------------------------------------------
+
+    def list_deliveries(
+        self,
+        store_id: UUID,
+        *,
+        webhook_id: str | UUID | None = None,
+        event_id: str | None = None,
+        status: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = True,
+    ) -> JSON:
+        where = _Where("store_id = ?", str(store_id))
+        if webhook_id is not None:
+            where.add("webhook_id = ?", str(_uuid(webhook_id, "webhookId")))
+        if event_id is not None:
+            where.add("event_id = ?", _event_id(event_id))
+        if status is not None:
+            if status not in DELIVERY_STATUSES:
+                raise InvalidRequest(f"must be one of {', '.join(DELIVERY_STATUSES)}", "status")
+            where.add("status = ?", status)
+        where.time_range("created_at", since, until)
+        rows, next_cursor = self._page(
+            "rm_deliveries",
+            "*",
+            where,
+            _Keyset("deliveries", ("position",), newest_first),
+            limit,
+            cursor,
+        )
+        return {"data": [_delivery(r) for r in rows], "nextCursor": next_cursor}
+
+    def get_delivery(self, store_id: UUID, delivery_id: str | UUID) -> JSON:
+        try:
+            key = str(_uuid(delivery_id, "id"))
+        except InvalidRequest:
+            raise NotFound("delivery", delivery_id) from None
+        found = self._deliveries_with_attempts(
+            "SELECT * FROM rm_deliveries WHERE store_id = ? AND delivery_id = ?",
+            (str(store_id), key),
+        )
+        if not found:
+            raise NotFound("delivery", delivery_id)
+        return found[0]
+
+    def _deliveries_with_attempts(self, sql: str, params: Sequence[Any]) -> list[JSON]:
+        deliveries = [_delivery(r) for r in self._rm.query(sql, params)]
+        if not deliveries:
+            return []
+        marks = ", ".join("?" * len(deliveries))
+        attempts = self._rm.query(
+            "SELECT * FROM rm_attempts "  # noqa: S608 (placeholders only)
+            f"WHERE store_id = ? AND delivery_id IN ({marks}) ORDER BY delivery_id, number",
+            (params[0], *(d["id"] for d in deliveries)),
+        )
+        by_delivery: dict[str, list[JSON]] = {}
+        for row in attempts:
+            by_delivery.setdefault(row["delivery_id"], []).append(_attempt(row))
+        return [{**d, "attempts": by_delivery.get(d["id"], [])} for d in deliveries]
+
+    # Audit -------------------------------------------------------------------------
+
+    def list_audit(
+        self,
+        store_id: UUID,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        webhook_id: str | UUID | None = None,
+        event_id: str | None = None,
+        delivery_id: str | UUID | None = None,
+        actor: str | None = None,
+        kind: str | Sequence[str] | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = True,
+    ) -> JSON:
+        """What happened, when, and who did it. ``kind`` is exact (`delivery.failed`), a
+        prefix (`webhook.` or `webhook.*`), or several of these (a list, or comma-separated):
+        an entry matches any of them."""
+        where = _Where("store_id = ?", str(store_id))
+        if webhook_id is not None:
+            where.add("webhook_id = ?", str(_uuid(webhook_id, "webhookId")))
+        if event_id is not None:
+            where.add("event_id = ?", _event_id(event_id))
+        if delivery_id is not None:
+            where.add("delivery_id = ?", str(_uuid(delivery_id, "deliveryId")))
+        if actor is not None:
+            where.add("actor = ?", _text(actor, "actor", 254))
+        if kind is not None:
+            where.any_of("kind", _kinds(kind))
+        where.time_range("occurred_at", since, until)
+        rows, next_cursor = self._page(
+            "rm_audit",
+            "*",
+            where,
+            _Keyset("audit", ("occurred_at", "entry_id"), newest_first),
+            limit,
+            cursor,
+        )
+        return {"data": [_audit(r) for r in rows], "nextCursor": next_cursor}
+
+    # Webhook health ----------------------------------------------------------------
+
+    def webhook_health(self, store_id: UUID, webhook_ids: Sequence[str | UUID]) -> dict[str, JSON]:
+        """Attempts, success rate, average latency and last success and failure of each
+        webhook (all zero and null for one without attempts, or of another store)."""
+        ids = [str(_uuid(w, "webhookId")) for w in webhook_ids]
+        health = {w: _health(None) for w in ids}
+        if not ids:
+            return health
+        marks = ", ".join("?" * len(ids))
+        rows = self._rm.query(
+            "SELECT * FROM rm_webhook_stats s "  # noqa: S608 (placeholders only)
+            f"WHERE s.webhook_id IN ({marks}) AND {_OWNED}",
+            (*ids, str(store_id)),
+        )
+        health.update({r["webhook_id"]: _health(r) for r in rows})
+        return health
+
+    def webhook_hourly(
+        self, store_id: UUID, webhook_id: str | UUID, since: str | None = None
+    ) -> list[JSON]:
+        """Succeeded and failed attempts per hour (UTC) from ``since``, oldest first; only
+        hours with attempts."""
+        params: list[Any] = [str(_uuid(webhook_id, "webhookId")), str(store_id)]
+        sql = "SELECT hour, succeeded, failed FROM rm_webhook_hourly s WHERE s.webhook_id = ?"
+        sql += " AND " + _OWNED
+        start = _moment(since, "since")
+        if start is not None:
+            sql += " AND hour >= ?"
+            params.append(start[:13])
+        return [
+            {"hour": f"{r['hour']}:00:00Z", "succeeded": r["succeeded"], "failed": r["failed"]}
+            for r in self._rm.query(sql + " ORDER BY hour", params)
+        ]
+
+    # Paging ------------------------------------------------------------------------
+
+    def _page(
+        self,
+        table: str,
+        columns: str,
+        where: _Where,
+        keyset: _Keyset,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[JSON], str | None]:
+        if isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+            raise InvalidRequest(f"must be a whole number from 1 to {MAX_LIMIT}", "limit")
+        after = keyset.decode(cursor)
+        if after is not None:
+            where.add(keyset.after_clause(), *after)
+        rows = self._rm.query(
+            f"SELECT {columns} FROM {table} WHERE {where.sql} "  # noqa: S608 (ours, not input)
+            f"ORDER BY {keyset.order_by()} LIMIT ?",
+            (*where.params, limit + 1),
+        )
+        if len(rows) <= limit:
+            return rows, None
+        rows = rows[:limit]
+        return rows, keyset.encode(rows[-1])
+
+
+_OWNED = (
+    "EXISTS (SELECT 1 FROM rm_deliveries d WHERE d.webhook_id = s.webhook_id AND d.store_id = ?)"
+)
+
+
+class _Where:
+    """A conjunction of conditions with their parameters, all placeholders."""
+
+    def __init__(self, condition: str, *params: Any) -> None:
+        self._conditions = [condition]
+        self.params: list[Any] = list(params)
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(self._conditions)
+
+    def add(self, condition: str, *params: Any) -> None:
+        self._conditions.append(condition)
+        self.params.extend(params)
+
+    def prefix(self, column: str, prefix: str) -> None:
+        # substr, not LIKE: `_` is a LIKE wildcard and SQLite's LIKE ignores case.
+        self.add(f"substr({column}, 1, {len(prefix)}) = ?", prefix)
+
+    def any_of(self, column: str, patterns: Sequence[tuple[str, bool]]) -> None:
+        parts, params = [], []
+        for value, is_prefix in patterns:
+            parts.append(f"substr({column}, 1, {len(value)}) = ?" if is_prefix else f"{column} = ?")
+            params.append(value)
+        self.add("(" + " OR ".join(parts) + ")", *params)
+
+    def time_range(self, column: str, since: str | None, until: str | None) -> None:
+        start, end = _moment(since, "since"), _moment(until, "until")
+        if start is not None and end is not None and end <= start:
+            raise InvalidRequest("must be later than since", "until")
+        if start is not None:
+            self.add(f"{column} >= ?", start)
+        if end is not None:
+            self.add(f"{column} < ?", end)
+
+
+class _Keyset:
+    """Order and cursor of one list: the key columns, ascending or descending."""
+
+    def __init__(self, name: str, columns: tuple[str, ...], newest_first: bool) -> None:
+        self.name = name
+        self.columns = columns
+        self.order = "newest" if newest_first else "oldest"
+
+    def order_by(self) -> str:
+        direction = "DESC" if self.order == "newest" else "ASC"
+        return ", ".join(f"{c} {direction}" for c in self.columns)
+
+    def after_clause(self) -> str:
+        # Row values compare lexicographically on SQLite and PostgreSQL alike.
+        sign = "<" if self.order == "newest" else ">"
+        marks = ", ".join("?" * len(self.columns))
+        return f"({', '.join(self.columns)}) {sign} ({marks})"
+
+    def encode(self, row: JSON) -> str:
+        raw = json.dumps([self.name, self.order, *(row[c] for c in self.columns)])
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    def decode(self, cursor: str | None) -> list[Any] | None:
+        """The key a cursor starts after; refused unless this list, in this order, gave it."""
+        if not cursor:
+            return None
+        try:
+            padded = cursor + "=" * (-len(cursor) % 4)
+            value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        except (ValueError, binascii.Error, UnicodeError, RecursionError):
+            value = None
+        refused = InvalidRequest("is not a cursor this API gave out for this list", "cursor")
+        if (
+            not isinstance(value, list)
+            or len(value) != 2 + len(self.columns)
+            or value[0] != self.name
+            or value[1] not in ("newest", "oldest")
+            or not all(_fits(c, v) for c, v in zip(self.columns, value[2:], strict=True))
+        ):
+            raise refused
+        if value[1] != self.order:
+            raise InvalidRequest(
+                f"was given for {value[1]}-first order; ask with that order", "cursor"
+            )
+        key: list[Any] = value[2:]
+        return key
+
+
+def _fits(column: str, value: object) -> bool:
+    if column == "position":
+        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+    return isinstance(value, str) and "\x00" not in value
+
+
+# Validation ------------------------------------------------------------------------------
+
+
+def _moment(value: str | None, field: str) -> str | None:
+    """A time filter as the read models store times: UTC, microseconds, `Z`."""
+    if value is None:
+        return None
+    message = "must be an ISO 8601 time with a time zone, e.g. 2030-01-01T12:00:00Z"
+    if not _MOMENT.match(value):
+        raise InvalidRequest(message, field)
+    text = value.upper()
+    try:
+        if "." in text:  # Python reads at most microseconds: drop finer digits
+            whole, rest = text.split(".", 1)
+            digits = re.match(r"\d+", rest)
+            assert digits is not None
+            text = whole + "." + digits.group()[:6] + rest[digits.end() :]
+        moment = datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise InvalidRequest(message, field) from None
+    m = moment
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T"
+        f"{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
+    )
+
+
+def _uuid(value: str | UUID, field: str) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(value)
+    except (ValueError, TypeError):
+        raise InvalidRequest("must be a UUID", field) from None
+
+
+def _event_id(value: str) -> str:
+    if not EVENT_ID.match(value):
+        raise InvalidRequest("must be an event id: evt_ and 32 hexadecimal digits", "eventId")
+    return value
+
+
+def _text(value: str, field: str, max_length: int) -> str:
+    if not value or len(value) > max_length or "\x00" in value:
+        raise InvalidRequest(f"must be 1 to {max_length} characters", field)
+    return value
+
+
+def _event_type_filter(value: str) -> tuple[str, str | None]:
+    """An exact event type, or `entity.*`: (the name, the prefix to match or None)."""
+    if value in EVENT_CLASSES:
+        return value, None
+    entity, _, rest = value.partition(".")
+    if rest == "*" and entity in _ENTITIES:
+        return value, entity + "."
+    raise InvalidRequest(
+        "must be an event type of GET /v1/event-types, or entity.* (e.g. order.*)",
+        "eventType",
+    )
+
+
+def _kinds(kind: str | Sequence[str]) -> list[tuple[str, bool]]:
+    """Each kind as (value, is a prefix): `webhook.` and `webhook.*` are prefixes."""
+    raw = kind.split(",") if isinstance(kind, str) else [k for item in kind for k in item.split(",")]
+    values = [k.strip() for k in raw if k.strip()]
+    if not values or len(values) > 20 or not all(_KIND.match(k) for k in values):
+        raise InvalidRequest(
+            "must be audit kinds like delivery.failed, or prefixes like webhook. "
+            "(several separated by commas)",
+            "kind",
+        )
+    patterns = []
+    for value in values:
+        if value.endswith(".*"):
+            patterns.append((value[:-1], True))
+        elif value.endswith(".") or "." not in value:
+            patterns.append((value.rstrip(".") + ".", True))
+        else:
+            patterns.append((value, False))
+    return patterns
+
+
+# Shapes ----------------------------------------------------------------------------------
+
+
+def _event(row: JSON, counts: JSON) -> JSON:
+    return {
+        "eventId": row["event_id"],
+        "eventType": row["event_type"],
+        "entityId": row["entity_id"],
+        "occurredAt": row["occurred_at"],
+        "initiatedBy": row["initiated_by"],
+        "deliveries": {status: int(counts.get(status, 0)) for status in DELIVERY_STATUSES},
+    }
+
+
+def _delivery(row: JSON) -> JSON:
+    return {
+        "id": row["delivery_id"],
+        "eventId": row["event_id"],
+        "eventType": row["event_type"],
+        "webhookId": row["webhook_id"],
+        "status": row["status"],
+        "attemptCount": int(row["attempts"]),
+        "replay": bool(row["replay"]),
+        "requestedBy": row["requested_by"],
+        "createdAt": row["created_at"],
+        "lastAttemptAt": row["last_attempt_at"],
+        "lastStatusCode": row["last_status_code"],
+        "lastError": row["last_error"],
+        "nextAttemptAt": row["next_attempt_at"],
+    }
+
+
+def _attempt(row: JSON) -> JSON:
+    return {
+        "number": int(row["number"]),
+        "startedAt": row["started_at"],
+        "durationMs": float(row["duration_ms"]),
+        "statusCode": row["status_code"],
+        "error": row["error"],
+        "detail": row["detail"],
+        "responseHeaders": json.loads(row["response_headers"] or "{}"),
+        "responseBody": row["response_body"] or "",
+        "nextAttemptAt": row["next_attempt_at"],
+        "outcome": row["outcome"],
+    }
+
+
+def _audit(row: JSON) -> JSON:
+    return {
+        "id": row["entry_id"],
+        "occurredAt": row["occurred_at"],
+        "kind": row["kind"],
+        "actor": row["actor"],
+        "webhookId": row["webhook_id"],
+        "eventId": row["event_id"],
+        "deliveryId": row["delivery_id"],
+        "summary": row["summary"],
+        "details": json.loads(row["details"] or "{}"),
+    }
+
+
+def _health(row: JSON | None) -> JSON:
+    attempts = int(row["attempts"]) if row else 0
+    succeeded = int(row["succeeded"]) if row else 0
+    return {
+        "attempts": attempts,
+        "succeeded": succeeded,
+        "failed": int(row["failed"]) if row else 0,
+        "successRate": succeeded / attempts if attempts else None,
+        "averageLatencyMs": float(row["total_ms"]) / attempts if row and attempts else None,
+        "lastSuccessAt": row["last_success_at"] if row else None,
+        "lastFailureAt": row["last_failure_at"] if row else None,
+    }
+
+
+def newest_first(order: str | None) -> bool:
+    """The `order` of a list: `newest` (the default) or `oldest` first."""
+    if order is None or order == "newest":
+        return True
+    if order == "oldest":
+        return False
+    raise InvalidRequest("must be newest or oldest", "order")

@@ -1,0 +1,108 @@
+"""SQL plumbing shared by our own tables (read models, the delivery schedule): one
+`Database` interface over SQLite (embedded) and PostgreSQL (production).
+
+SQLite: one connection per thread, WAL, and ``BEGIN IMMEDIATE`` transactions — SQLite's
+single write lock serialises writers across threads and processes. PostgreSQL: a small
+pool whose connections use the configured schema as their search path.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+
+class Cursor(Protocol):
+    @property
+    def description(self) -> Any: ...
+
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def fetchone(self) -> Any: ...
+
+
+class Database(Protocol):
+    placeholder: str
+    types: dict[str, str]
+
+    def transaction(self, *, exclusive: bool = False) -> Any: ...
+    def close(self) -> None: ...
+
+
+class SqliteDatabase:
+    placeholder = "?"
+    types = {"text": "TEXT", "integer": "INTEGER", "real": "REAL"}
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self._path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    @contextmanager
+    def transaction(self, *, exclusive: bool = False) -> Iterator[Cursor]:
+        # One connection per thread; BEGIN IMMEDIATE takes SQLite's single write lock,
+        # which is also what serialises a rebuild's swap against the live writer.
+        cursor = self._connection().cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            yield cursor
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+
+
+class PostgresDatabase:
+    placeholder = "%s"
+    types = {"text": "text", "integer": "bigint", "real": "double precision"}
+
+    def __init__(self, database_url: str) -> None:
+        from psycopg_pool import ConnectionPool
+
+        schema = parse_qs(urlsplit(database_url).query).get("schema", ["public"])[0]
+        dsn = database_url.split("?", 1)[0]
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=4,
+            open=True,
+            timeout=10,
+            kwargs={"options": f"-c search_path={schema}"},
+        )
+
+    @contextmanager
+    def transaction(self, *, exclusive: bool = False) -> Iterator[Cursor]:
+        with self._pool.connection() as connection, connection.transaction():
+            cursor = connection.cursor()
+            if exclusive:
+                # The read models' writer updates rm_tracking in every batch: this lock
+                # holds it off while a rebuild swaps tables.
+                cursor.execute("LOCK TABLE rm_tracking IN EXCLUSIVE MODE")
+            yield cursor
+
+    def close(self) -> None:
+        self._pool.close()
