@@ -70,35 +70,42 @@ class WebhookDirectory:
         self._position = 0
         self._targets: dict[UUID, Target] = {}
         self._by_store: dict[UUID, set[UUID]] = {}
+        self._reenabled: list[UUID] = []
         self._lock = threading.Lock()
 
-    def refresh(self) -> list[UUID]:
-        """Catch up with every webhook change recorded so far; returns the webhooks that
-        were enabled again (disabled before, enabled now)."""
-        reenabled: list[UUID] = []
+    def refresh(self) -> None:
+        """Catch up with every webhook change recorded so far."""
         with self._lock:
             while True:
                 notifications = self._webhooks.recorder.select_notifications(
                     start=self._position + 1, limit=500
                 )
                 if not notifications:
-                    return reenabled
+                    return
                 # Only webhook events matter here (not stores' or API keys').
                 changed = {
                     UUID(str(n.originator_id))
                     for n in notifications
                     if n.topic.startswith(_WEBHOOK_TOPIC)
                 }
+                self._reenabled.extend(
+                    UUID(str(n.originator_id))
+                    for n in notifications
+                    if n.topic == _WEBHOOK_TOPIC + "Enabled"
+                )
                 for webhook_id in changed:
                     aggregate: object = self._webhooks.repository.get(webhook_id)
                     if isinstance(aggregate, Webhook):
                         target = target_of(aggregate)
-                        before = self._targets.get(target.webhook_id)
-                        if before is not None and not before.enabled and target.enabled:
-                            reenabled.append(target.webhook_id)
                         self._targets[target.webhook_id] = target
                         self._by_store.setdefault(target.store_id, set()).add(target.webhook_id)
                 self._position = notifications[-1].id
+
+    def take_reenabled(self) -> list[UUID]:
+        """The webhooks enabled again (after being disabled) since the last call."""
+        with self._lock:
+            taken, self._reenabled = self._reenabled, []
+        return taken
 
     def get(self, webhook_id: UUID) -> Target | None:
         return self._targets.get(webhook_id)

@@ -258,6 +258,40 @@ class Dispatch(Application[UUID]):
             self.save(*deliveries)
         return [{"id": str(d.id), "webhookId": str(d.webhook_id)} for d in deliveries]
 
+    def resend(
+        self, store_id: UUID, webhook_id: UUID, event_ids: Sequence[str], actor: Actor
+    ) -> int:
+        """New deliveries of these events' envelopes to one webhook, marked as replays
+        requested by ``actor`` (Recover and Replay); returns how many were created."""
+        self.directory.refresh()
+        target = self.directory.get(webhook_id)
+        if target is None or target.store_id != store_id or target.deleted:
+            raise NotFound("webhook", webhook_id)
+        if not target.enabled:
+            raise Conflict(f"webhook {webhook_id} is disabled; enable it first")
+        now = self.clock()
+        created = 0
+        for start in range(0, len(event_ids), 500):
+            deliveries = []
+            for event_id in event_ids[start : start + 500]:
+                envelope = self.envelope(store_id, event_id)
+                deliveries.append(
+                    Delivery(
+                        uuid4(),
+                        envelope.id,
+                        envelope.event_id,
+                        envelope.event_type,
+                        store_id,
+                        webhook_id,
+                        now,
+                        True,
+                        actor,
+                    )
+                )
+            self.save(*deliveries)
+            created += len(deliveries)
+        return created
+
     # Reads ---------------------------------------------------------------------------
 
     def envelope(self, store_id: UUID, event_id: str) -> Envelope:

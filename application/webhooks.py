@@ -225,6 +225,23 @@ class Webhooks(Application[UUID]):
         self._save_or_conflict(webhook)
         return {**webhook_view(webhook), "secret": secret}
 
+    def record_resend(
+        self,
+        store_id: UUID,
+        webhook_id: UUID,
+        actor: Actor,
+        *,
+        mode: str,
+        since: datetime,
+        until: datetime | None,
+        event_types: list[str] | None,
+        count: int,
+    ) -> None:
+        """Audit a recover or replay on the webhook's own history."""
+        webhook = self.get_webhook(store_id, webhook_id)
+        webhook.record_resend(mode, since, until, event_types, count, actor)
+        self._save_or_conflict(webhook)
+
     def delete_webhook(self, store_id: UUID, webhook_id: UUID, actor: Actor) -> None:
         webhook = self.get_webhook(store_id, webhook_id)
         webhook.delete(actor)

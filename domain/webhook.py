@@ -219,6 +219,33 @@ class Webhook(Aggregate):
         """The sealed secrets that sign a request sent at ``now``, newest first."""
         return [s.sealed for s in self.secrets if s.expires_at is None or now < s.expires_at]
 
+    def record_resend(
+        self,
+        mode: str,
+        since: datetime,
+        until: datetime | None,
+        event_types: list[str] | None,
+        count: int,
+        actor: Actor,
+    ) -> None:
+        """Record that a merchant recovered failed deliveries or replayed past events."""
+        self._check_not_deleted()
+        self._resent(
+            mode=mode, since=since, until=until, event_types=event_types, count=count, actor=actor
+        )
+
+    @event("Resent")
+    def _resent(
+        self,
+        mode: str,
+        since: datetime,
+        until: datetime | None,
+        event_types: list[str] | None,
+        count: int,
+        actor: Actor,
+    ) -> None:
+        pass
+
     def delete(self, actor: Actor) -> None:
         self._check_not_deleted()
         self._deleted(actor=actor)

@@ -95,8 +95,7 @@ class Dispatcher:
         claimed = self.schedule.claim(now, min(room, 500), self._lease, self._per_webhook)
         if not claimed:
             return 0
-        for webhook_id in self.dispatch.directory.refresh():
-            self.schedule.forgive(webhook_id)  # re-enabled: start with a clean record
+        self.dispatch.directory.refresh()
         for item in claimed:
             self._send(item, now)
         return len(claimed)
@@ -151,6 +150,8 @@ class Dispatcher:
             return []
         self._last_health_check = now
         self.dispatch.directory.refresh()
+        for webhook_id in self.dispatch.directory.take_reenabled():
+            self.schedule.forgive(webhook_id)  # enabled again: start with a clean record
         disabled = []
         days = self.schedule.policy.disable_after / timedelta(days=1)
         for webhook_id in self.schedule.failing_for_too_long(now):

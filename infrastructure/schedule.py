@@ -243,13 +243,20 @@ class Schedule:
                 ),
                 (moment, moment, moment, per_webhook, moment, limit),
             )
-            rows = c.fetchall()
-            for row in rows:
+            taken = []
+            for row in c.fetchall():
+                # Re-checked as the row is taken: on PostgreSQL a concurrent claim waits for
+                # this row's lock and then finds it leased, so no row is handed out twice.
                 c.execute(
-                    self._sql("UPDATE due_deliveries SET lease_until = ? WHERE delivery_id = ?"),
-                    (moment + lease_seconds, str(row[0])),
+                    self._sql(
+                        "UPDATE due_deliveries SET lease_until = ? WHERE delivery_id = ? "
+                        "AND (lease_until IS NULL OR lease_until < ?)"
+                    ),
+                    (moment + lease_seconds, str(row[0]), moment),
                 )
-        return [_claimed(row) for row in rows]
+                if c.rowcount == 1:
+                    taken.append(_claimed(row))
+        return taken
 
     def postpone(self, delivery_id: UUID, due_at: datetime) -> None:
         with self.db.transaction() as c:

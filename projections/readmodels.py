@@ -520,6 +520,24 @@ def _webhook_entry(
         return _entry(
             source, position, e, kind="webhook.deleted", summary="webhook deleted", **common
         )
+    if name == "Resent":
+        end = _ts(e.until) if e.until else None
+        verb = "recovered" if e.mode == "recover" else "replayed"
+        what = "failed deliveries" if e.mode == "recover" else "events"
+        return _entry(
+            source,
+            position,
+            e,
+            kind=f"webhook.{verb}",
+            summary=f"{e.count} {what} since {_ts(e.since)} {verb}",
+            details={
+                "since": _ts(e.since),
+                "until": end,
+                "eventTypes": e.event_types,
+                "count": e.count,
+            },
+            **common,
+        )
     return None
 
 

@@ -1,0 +1,243 @@
+"""The dispatcher's isolation rules on real storage, with time under the test's control:
+per-webhook concurrency, the circuit breaker, rate limits and auto-disable.
+
+No worker runs: messages the dispatcher would enqueue are collected, and attempts are
+recorded directly on the dispatch application, as a worker would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from application.dispatch import AttemptResult
+from domain.values import Actor
+from infrastructure.bootstrap import Services, build, open_schedule
+from infrastructure.dispatcher import Dispatcher
+from infrastructure.schedule import Schedule
+from infrastructure.settings import Settings
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class Clock:
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclass
+class World:
+    services: Services
+    schedule: Schedule
+    dispatcher: Dispatcher
+    clock: Clock
+    store_id: UUID
+    sent: list[dict[str, Any]] = field(default_factory=list)
+
+    def webhook(self, **fields: Any) -> UUID:
+        created = self.services.webhooks.create_webhook(
+            self.store_id,
+            Actor.system(),
+            url="https://93.184.215.14/hook",
+            event_types=["customer.registered"],
+            **fields,
+        )
+        return UUID(created["id"])
+
+    def events(self, count: int) -> None:
+        self.clock.advance(seconds=1)  # after the webhooks' creation
+        for n in range(count):
+            self.services.commerce.register_customer(
+                self.store_id,
+                f"c{n}-{self.clock.now.timestamp()}@x.example",
+                "C",
+                None,
+                Actor.system(),
+            )
+
+    def pass_(self) -> list[dict[str, Any]]:
+        """One dispatcher pass; returns the messages it enqueued."""
+        before = len(self.sent)
+        self.dispatcher.step()
+        return self.sent[before:]
+
+    def fail(self, message: dict[str, Any], status: int = 500) -> None:
+        """Record the message's attempt with this answer (a 2xx succeeds)."""
+        self.services.dispatch.record_attempts(
+            [
+                AttemptResult(
+                    UUID(message["deliveryId"]),
+                    message["attempt"],
+                    self.clock.now,
+                    10.0,
+                    status,
+                )
+            ]
+        )
+
+
+@pytest.fixture
+def world(settings: Settings) -> Iterator[World]:
+    clock = Clock()
+    settings = replace(
+        settings, retry_schedule=(1, 1, 1, 1, 1, 1, 1, 1), auto_disable_after=5 * 86400
+    )
+    services = build(settings, clock=clock, jitter=lambda: 0.5)
+    schedule = open_schedule(settings)
+    world = World(services, schedule, None, clock, UUID(int=0))  # type: ignore[arg-type]
+    world.dispatcher = Dispatcher(
+        services.dispatch,
+        schedule,
+        world.sent.append,
+        webhooks=services.webhooks,
+        per_webhook=2,
+        clock=clock,
+    )
+    world.store_id = UUID(services.webhooks.create_store("Shop", Actor.system())["storeId"])
+    yield world
+    schedule.close()
+    services.close()
+
+
+def by_webhook(messages: list[dict[str, Any]], webhook_id: UUID) -> list[dict[str, Any]]:
+    return [m for m in messages if m["webhookId"] == str(webhook_id)]
+
+
+def test_one_webhook_never_has_more_than_its_share_in_flight(world: World) -> None:
+    # Given two webhooks with a concurrency of 2 each, and 5 events
+    slow, other = world.webhook(), world.webhook()
+    world.events(5)
+
+    # When the dispatcher runs while no attempt has come back
+    first = world.pass_()
+    second = world.pass_()
+
+    # Then each webhook got exactly 2 in flight, and no more on the next pass
+    assert len(by_webhook(first, slow)) == 2
+    assert len(by_webhook(first, other)) == 2
+    assert second == []
+
+
+def test_an_endpoint_that_keeps_failing_is_held_then_probed(world: World) -> None:
+    # Given a webhook whose endpoint fails, and a healthy one
+    bad, good = world.webhook(), world.webhook()
+    world.events(8)
+
+    # When the bad endpoint fails five attempts in a row (the circuit's threshold) while
+    # the healthy one answers every delivery
+    failures = 0
+    while failures < 5:
+        for message in world.pass_():
+            if message["webhookId"] == str(bad):
+                world.fail(message)
+                failures += 1
+            else:
+                world.fail(message, status=200)
+        world.clock.advance(seconds=2)  # past the 1 s retry
+    for message in by_webhook(world.pass_(), good):
+        world.fail(message, status=200)
+    world.pass_()  # the schedule learns the last outcomes
+
+    # Then its deliveries are held while the circuit is open, visible as such
+    health = world.schedule.health(bad)
+    assert health.state(world.clock.now) == "open"
+    assert health.consecutive_failures >= 5
+    assert by_webhook(world.pass_(), bad) == []
+    # And the healthy webhook's deliveries still flow
+    world.events(1)
+    assert len(by_webhook(world.pass_(), good)) == 1
+    # And after the cool-down (30 s, doubling with each failure past the threshold)
+    # exactly one delivery probes the endpoint
+    assert health.open_until is not None
+    assert health.open_until - world.clock.now <= timedelta(seconds=60)
+    world.clock.now = health.open_until + timedelta(seconds=1)
+    probe = by_webhook(world.pass_(), bad)
+    assert len(probe) == 1
+    assert health.to_json(world.clock.now)["state"] == "half-open"
+    # And a success closes the circuit again
+    world.services.dispatch.record_attempts(
+        [
+            AttemptResult(
+                UUID(probe[0]["deliveryId"]), probe[0]["attempt"], world.clock.now, 5.0, 204
+            )
+        ]
+    )
+    world.pass_()
+    assert world.schedule.health(bad).state(world.clock.now) == "closed"
+
+
+def test_a_rate_limit_spaces_deliveries_out(world: World) -> None:
+    # Given a webhook limited to 1 delivery per second, and 3 events
+    limited = world.webhook(rate_limit=1.0)
+    world.events(3)
+
+    # When the dispatcher runs at one instant, then a second later
+    now = by_webhook(world.pass_(), limited)
+    world.clock.advance(seconds=1.01)
+    later = by_webhook(world.pass_(), limited)
+
+    # Then one went at once and one more a second later (the rest wait their turn)
+    assert len(now) == 1
+    assert len(later) == 1
+
+
+def test_a_webhook_failing_for_five_days_is_disabled_with_its_reason(world: World) -> None:
+    # Given a webhook whose every attempt fails, from T0 on
+    webhook = world.webhook()
+    world.events(1)
+    (message,) = by_webhook(world.pass_(), webhook)
+    world.fail(message)
+    world.pass_()
+
+    # When four days pass, it is still enabled
+    world.clock.advance(days=4)
+    assert world.dispatcher.check_health(force=True) == []
+
+    # When the fifth day has passed without a success
+    world.clock.advance(days=1, seconds=2)
+    disabled = world.dispatcher.check_health(force=True)
+
+    # Then it is disabled, with the reason recorded by the system
+    assert disabled == [webhook]
+    read = world.services.webhooks.read_webhook(world.store_id, webhook)
+    assert read["enabled"] is False
+    assert "5 days" in read["disabledReason"]
+    # And enabling it again is one call, and it starts with a clean record
+    world.services.webhooks.update_webhook(
+        world.store_id, webhook, Actor.person("a@b.example"), enabled=True
+    )
+    world.events(1)
+    world.pass_()
+    assert world.dispatcher.check_health(force=True) == []
+    assert world.schedule.health(webhook).failing_since is None
+
+
+def test_a_success_within_five_days_keeps_the_webhook(world: World) -> None:
+    # Given a webhook that failed at T0 and succeeded on day 3
+    webhook = world.webhook()
+    world.events(2)
+    first, second = by_webhook(world.pass_(), webhook)
+    world.fail(first)
+    world.clock.advance(days=3)
+    world.services.dispatch.record_attempts(
+        [AttemptResult(UUID(second["deliveryId"]), second["attempt"], world.clock.now, 5.0, 200)]
+    )
+    world.pass_()
+
+    # When day 6 comes
+    world.clock.advance(days=3)
+
+    # Then it is not disabled
+    assert world.dispatcher.check_health(force=True) == []
+    assert world.services.webhooks.read_webhook(world.store_id, webhook)["enabled"] is True
