@@ -50,6 +50,9 @@ def postgres_env(database_url: str) -> dict[str, str]:
         "POSTGRES_USER": unquote(parts.username or "postgres"),
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_CONNECT_TIMEOUT": "5",
+        # Check a pooled connection before use, so a database restart costs one retry
+        # rather than a failed request per stale connection.
+        "POSTGRES_PRE_PING": "y",
         # A LISTEN subscription holds one pooled connection for good (LIBRARY-NOTES).
         "POSTGRES_POOL_SIZE": "5",
         "POSTGRES_MAX_OVERFLOW": "10",
