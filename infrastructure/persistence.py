@@ -53,9 +53,11 @@ def postgres_env(database_url: str) -> dict[str, str]:
         # Check a pooled connection before use, so a database restart costs one retry
         # rather than a failed request per stale connection.
         "POSTGRES_PRE_PING": "y",
-        # A LISTEN subscription holds one pooled connection for good (LIBRARY-NOTES).
-        "POSTGRES_POOL_SIZE": "5",
-        "POSTGRES_MAX_OVERFLOW": "10",
+        # The pool opens POOL_SIZE connections at start and grows on demand: three
+        # applications per process must not take 15 connections before doing anything
+        # (PostgreSQL's default max_connections is 100, shared by every process).
+        "POSTGRES_POOL_SIZE": "1",
+        "POSTGRES_MAX_OVERFLOW": "9",
     }
     schema = parse_qs(parts.query).get("schema")
     if schema:

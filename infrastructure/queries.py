@@ -99,7 +99,7 @@ class Queries:
             "SELECT * FROM rm_deliveries WHERE store_id = ? AND event_id = ? ORDER BY position",
             (str(store_id), event_id),
         )
-        counts = {status: 0 for status in DELIVERY_STATUSES}
+        counts = dict.fromkeys(DELIVERY_STATUSES, 0)
         by_webhook: dict[str, list[JSON]] = {}
         for delivery in deliveries:
             counts[delivery["status"]] += 1
@@ -267,6 +267,36 @@ class Queries:
             for r in self._rm.query(sql + " ORDER BY hour", params)
         ]
 
+    # Recover and replay ------------------------------------------------------------
+
+    def failed_event_ids(
+        self, store_id: UUID, webhook_id: UUID, since: str, until: str | None = None
+    ) -> list[str]:
+        """The events of the webhook's failed deliveries created in [since, until)."""
+        sql = (
+            "SELECT event_id FROM rm_deliveries WHERE store_id = ? AND webhook_id = ? "
+            "AND status = 'failed' AND created_at >= ?"
+        )
+        params: list[Any] = [str(store_id), str(webhook_id), _moment(since, "since")]
+        end = _moment(until, "until")
+        if end is not None:
+            sql += " AND created_at < ?"
+            params.append(end)
+        return [r["event_id"] for r in self._rm.query(sql + " ORDER BY position", params)]
+
+    def events_between(
+        self, store_id: UUID, since: str, until: str | None = None
+    ) -> list[tuple[str, str]]:
+        """(event id, event type) of the store's events in [since, until), oldest first."""
+        sql = "SELECT event_id, event_type FROM rm_events WHERE store_id = ? AND occurred_at >= ?"
+        params: list[Any] = [str(store_id), _moment(since, "since")]
+        end = _moment(until, "until")
+        if end is not None:
+            sql += " AND occurred_at < ?"
+            params.append(end)
+        rows = self._rm.query(sql + " ORDER BY position", params)
+        return [(r["event_id"], r["event_type"]) for r in rows]
+
     # Paging ------------------------------------------------------------------------
 
     def _page(
@@ -366,7 +396,6 @@ class _Keyset:
             value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
         except (ValueError, binascii.Error, UnicodeError, RecursionError):
             value = None
-        refused = InvalidRequest("is not a cursor this API gave out for this list", "cursor")
         if (
             not isinstance(value, list)
             or len(value) != 2 + len(self.columns)
@@ -374,13 +403,12 @@ class _Keyset:
             or value[1] not in ("newest", "oldest")
             or not all(_fits(c, v) for c, v in zip(self.columns, value[2:], strict=True))
         ):
-            raise refused
+            raise InvalidRequest("is not a cursor this API gave out for this list", "cursor")
         if value[1] != self.order:
             raise InvalidRequest(
                 f"was given for {value[1]}-first order; ask with that order", "cursor"
             )
-        key: list[Any] = value[2:]
-        return key
+        return list(value[2:])
 
 
 def _fits(column: str, value: object) -> bool:
@@ -399,21 +427,31 @@ def _moment(value: str | None, field: str) -> str | None:
     message = "must be an ISO 8601 time with a time zone, e.g. 2030-01-01T12:00:00Z"
     if not _MOMENT.match(value):
         raise InvalidRequest(message, field)
-    text = value.upper()
     try:
-        if "." in text:  # Python reads at most microseconds: drop finer digits
-            whole, rest = text.split(".", 1)
-            digits = re.match(r"\d+", rest)
-            assert digits is not None
-            text = whole + "." + digits.group()[:6] + rest[digits.end() :]
-        moment = datetime.fromisoformat(text).astimezone(UTC)
+        # Python 3.11 reads any number of fractional digits, keeping microseconds.
+        m = datetime.fromisoformat(value.upper()).astimezone(UTC)
     except (ValueError, OverflowError):
         raise InvalidRequest(message, field) from None
-    m = moment
     return (
         f"{m.year:04d}-{m.month:02d}-{m.day:02d}T"
         f"{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
     )
+
+
+def newest_first(order: str | None) -> bool:
+    """The `order` of a list: `newest` (the default) or `oldest` first."""
+    if order is None or order == "newest":
+        return True
+    if order == "oldest":
+        return False
+    raise InvalidRequest("must be newest or oldest", "order")
+
+
+def parse_moment(value: str, field: str) -> datetime:
+    """A time given by a client, validated as the filters validate it."""
+    moment = _moment(value, field)
+    assert moment is not None
+    return datetime.fromisoformat(moment.replace("Z", "+00:00"))
 
 
 def _uuid(value: str | UUID, field: str) -> UUID:
@@ -452,7 +490,9 @@ def _event_type_filter(value: str) -> tuple[str, str | None]:
 
 def _kinds(kind: str | Sequence[str]) -> list[tuple[str, bool]]:
     """Each kind as (value, is a prefix): `webhook.` and `webhook.*` are prefixes."""
-    raw = kind.split(",") if isinstance(kind, str) else [k for item in kind for k in item.split(",")]
+    raw = (
+        kind.split(",") if isinstance(kind, str) else [k for item in kind for k in item.split(",")]
+    )
     values = [k.strip() for k in raw if k.strip()]
     if not values or len(values) > 20 or not all(_KIND.match(k) for k in values):
         raise InvalidRequest(
@@ -544,12 +584,3 @@ def _health(row: JSON | None) -> JSON:
         "lastSuccessAt": row["last_success_at"] if row else None,
         "lastFailureAt": row["last_failure_at"] if row else None,
     }
-
-
-def newest_first(order: str | None) -> bool:
-    """The `order` of a list: `newest` (the default) or `oldest` first."""
-    if order is None or order == "newest":
-        return True
-    if order == "oldest":
-        return False
-    raise InvalidRequest("must be newest or oldest", "order")

@@ -8,8 +8,10 @@ from datetime import timedelta
 from uuid import UUID
 
 from application.errors import InvalidRequest
+from domain.webhook import check_event_types, matches
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
+from infrastructure.queries import Queries, parse_moment
 
 _RENAMED = {
     "eventTypes": "event_types",
@@ -43,6 +45,50 @@ def _delete(call: Call) -> None:
     call.services.webhooks.delete_webhook(call.store_id, call.ids["id"], call.actor)
 
 
+def _recover(call: Call) -> JSON:
+    """Send again every failed delivery of the webhook created in the range."""
+    webhook = call.services.webhooks.get_webhook(call.store_id, call.ids["id"])
+    since, until = call.body["since"], call.body.get("until")
+    event_ids = Queries(call.services.read_models).failed_event_ids(
+        call.store_id, webhook.id, since, until
+    )
+    return _resend(call, "recover", event_ids, None)
+
+
+def _replay(call: Call) -> JSON:
+    """Send every event of the range that the webhook (and ``eventTypes``) selects."""
+    webhook = call.services.webhooks.get_webhook(call.store_id, call.ids["id"])
+    wanted = call.body.get("eventTypes")
+    if wanted is not None:
+        wanted = check_event_types(wanted)
+    events = Queries(call.services.read_models).events_between(
+        call.store_id, call.body["since"], call.body.get("until")
+    )
+    event_ids = [
+        event_id
+        for event_id, event_type in events
+        if matches(webhook.event_types, event_type)
+        and (wanted is None or matches(wanted, event_type))
+    ]
+    return _resend(call, "replay", event_ids, wanted)
+
+
+def _resend(call: Call, mode: str, event_ids: list[str], event_types: list[str] | None) -> JSON:
+    webhook_id = call.ids["id"]
+    count = call.services.dispatch.resend(call.store_id, webhook_id, event_ids, call.actor)
+    call.services.webhooks.record_resend(
+        call.store_id,
+        webhook_id,
+        call.actor,
+        mode=mode,
+        since=parse_moment(call.body["since"], "since"),
+        until=parse_moment(call.body["until"], "until") if call.body.get("until") else None,
+        event_types=event_types,
+        count=count,
+    )
+    return {"count": count}
+
+
 def page_limit(call: Call, default: int = 50) -> int:
     raw = call.query.get("limit", str(default))
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 200:
@@ -70,6 +116,19 @@ PAGING = (
     QueryParam("cursor", {"type": "string"}, "The `nextCursor` of the previous page."),
 )
 ERRORS = (400, 401, 404, 409, 413, 415, 422)
+
+RANGE: JSON = {
+    "since": {"type": "string", "format": "date-time", "examples": ["2030-01-01T00:00:00Z"]},
+    "until": {"type": "string", "format": "date-time"},
+}
+RECOVER = s.body(RANGE, ("since",))
+REPLAY = s.body({**RANGE, "eventTypes": s.EVENT_TYPES}, ("since",))
+COUNT = {
+    "type": "object",
+    "properties": {"count": {"type": "integer", "description": "Deliveries created."}},
+    "required": ["count"],
+    "additionalProperties": False,
+}
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint(
@@ -141,6 +200,32 @@ ENDPOINTS: list[Endpoint] = [
         "Webhooks",
         request=s.ROTATE,
         response=s.WEBHOOK_WITH_SECRET,
+        command=True,
+        errors=ERRORS,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/webhooks/{id}/recover",
+        _recover,
+        "recover_webhook",
+        "Send again every failed delivery of this webhook created since a time",
+        "Webhooks",
+        status=202,
+        request=RECOVER,
+        response=COUNT,
+        command=True,
+        errors=ERRORS,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/webhooks/{id}/replay",
+        _replay,
+        "replay_webhook",
+        "Send this webhook every matching event recorded in a time range (backfill)",
+        "Webhooks",
+        status=202,
+        request=REPLAY,
+        response=COUNT,
         command=True,
         errors=ERRORS,
     ),
