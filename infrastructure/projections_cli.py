@@ -57,6 +57,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         names = chosen
 
     from infrastructure.bootstrap import build
+    from infrastructure.readmodels import StalePosition
 
     services = build(settings)
     try:
@@ -66,9 +67,16 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "status":
             return status(store, as_json=args.json, out=sys.stdout)
         return checksum(store, as_json=args.json, out=sys.stdout)
+    except StalePosition as error:
+        print(
+            f"\nwebround: the rebuild was overtaken ({error}): is another rebuild of the same "
+            "read model running? The live read models are intact; run it again.",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         # A half-built `__next` table stays aside; the next rebuild starts it over.
-        print("\nwebround: interrupted; the live read models are unchanged", file=sys.stderr)
+        print("\nwebround: interrupted; the live read models are intact", file=sys.stderr)
         return 130
     finally:
         services.close()

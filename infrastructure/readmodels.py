@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,6 +207,11 @@ class ReadModelStore:
         self._drop(c, model, "")
         for table in model.tables:
             c.execute(f"ALTER TABLE rm_{table.name}{NEXT} RENAME TO rm_{table.name}")
+            # Indexes keep the names they were built under; give them the live names
+            # (SQLite cannot rename an index, so drop and create: the same everywhere).
+            for index in table.indexes:
+                c.execute(f"DROP INDEX IF EXISTS {_index_name(table, index, NEXT)}")
+            self._index(c, table, "")
         c.execute(f"DELETE FROM rm_tracking WHERE model = {self._ph}", (model.name,))
         c.execute(
             f"UPDATE rm_tracking SET model = {self._ph} WHERE model = {self._ph}",
@@ -221,13 +225,14 @@ class ReadModelStore:
             columns = ", ".join(f"{col} {types[kind]}" for col, kind in table.columns.items())
             key = ", ".join(table.key)
             c.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns}, PRIMARY KEY ({key}))")
-            for index in table.indexes:
-                # Index names carry a random token: a swapped-in table keeps its own.
-                token = hashlib.sha256(f"{name}{index}{time.time_ns()}".encode()).hexdigest()[:8]
-                c.execute(
-                    f"CREATE INDEX IF NOT EXISTS ix_{table.name}_{'_'.join(index)}_{token} "
-                    f"ON {name} ({', '.join(index)})"
-                )
+            self._index(c, table, suffix)
+
+    def _index(self, c: Cursor, table: Table, suffix: str) -> None:
+        for index in table.indexes:
+            c.execute(
+                f"CREATE INDEX IF NOT EXISTS {_index_name(table, index, suffix)} "
+                f"ON rm_{table.name}{suffix} ({', '.join(index)})"
+            )
 
     def _drop(self, c: Cursor, model: ReadModel, suffix: str) -> None:
         for table in model.tables:
@@ -251,7 +256,7 @@ class ReadModelStore:
         for model in READ_MODELS if names is None else [BY_NAME[n] for n in names]:
             for table in model.tables:
                 columns = list(table.columns)
-                with self.db.transaction() as c:
+                with self.db.transaction(write=False) as c:
                     c.execute(
                         f"SELECT {', '.join(columns)} FROM rm_{table.name} "
                         f"ORDER BY {', '.join(table.key)}"
@@ -266,7 +271,7 @@ class ReadModelStore:
         """Rows as dicts; ``sql`` uses ``?`` placeholders on both databases."""
         if self._ph != "?":
             sql = sql.replace("?", self._ph)
-        with self.db.transaction() as c:
+        with self.db.transaction(write=False) as c:
             c.execute(sql, tuple(params))
             rows = c.fetchall()
             names = [d[0] for d in c.description]
@@ -278,6 +283,10 @@ class ReadModelStore:
 
 class StalePosition(RuntimeError):
     """A batch started from a position another writer has since moved on from."""
+
+
+def _index_name(table: Table, columns: tuple[str, ...], suffix: str) -> str:
+    return f"ix_{table.name}_{'_'.join(columns)}{suffix}"
 
 
 def _table(name: str) -> Table:

@@ -30,7 +30,7 @@ class Database(Protocol):
     placeholder: str
     types: dict[str, str]
 
-    def transaction(self, *, exclusive: bool = False) -> Any: ...
+    def transaction(self, *, exclusive: bool = False, write: bool = True) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -57,11 +57,12 @@ class SqliteDatabase:
         return connection
 
     @contextmanager
-    def transaction(self, *, exclusive: bool = False) -> Iterator[Cursor]:
+    def transaction(self, *, exclusive: bool = False, write: bool = True) -> Iterator[Cursor]:
         # One connection per thread; BEGIN IMMEDIATE takes SQLite's single write lock,
-        # which is also what serialises a rebuild's swap against the live writer.
+        # which is also what serialises a rebuild's swap against the live writer. Reads
+        # (write=False) take a snapshot without it, so they never wait behind a writer.
         cursor = self._connection().cursor()
-        cursor.execute("BEGIN IMMEDIATE")
+        cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield cursor
         except BaseException:
@@ -95,7 +96,7 @@ class PostgresDatabase:
         )
 
     @contextmanager
-    def transaction(self, *, exclusive: bool = False) -> Iterator[Cursor]:
+    def transaction(self, *, exclusive: bool = False, write: bool = True) -> Iterator[Cursor]:
         with self._pool.connection() as connection, connection.transaction():
             cursor = connection.cursor()
             if exclusive:
