@@ -405,6 +405,9 @@ class PostgresIdempotencyStore(_ContextManager):
             open=True,
             kwargs={"connect_timeout": _POSTGRES_CONNECT_TIMEOUT_SECONDS},
             name="webround-idempotency",
+            # A connection the server closed (a restart) is replaced before use, instead
+            # of failing the request that happens to draw it.
+            check=ConnectionPool.check_connection,
         )
         try:
             self._pool.wait(timeout=_POSTGRES_POOL_WAIT_SECONDS)

@@ -93,6 +93,7 @@ class PostgresDatabase:
             open=True,
             timeout=10,
             kwargs={"options": f"-c search_path={schema}"},
+            check=ConnectionPool.check_connection,  # survive a database restart
         )
 
     @contextmanager
