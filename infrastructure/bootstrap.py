@@ -33,6 +33,8 @@ from infrastructure.broker import Queue, declare_deliver_actor, enqueue, make_br
 from infrastructure.dispatcher import Dispatcher
 from infrastructure.history import event_history
 from infrastructure.idempotency import IdempotencyStore, open_idempotency_store
+from infrastructure.leader import Leadership, dispatcher_lock
+from infrastructure.metrics import DISPATCHER_ACTIVE, ServiceGauges
 from infrastructure.persistence import application_env, ensure_schema, schema_lock
 from infrastructure.readmodels import ReadModelStore, StalePosition, open_database, store_lookup
 from infrastructure.schedule import Schedule, open_schedule_db
@@ -225,3 +227,44 @@ def start_worker(
 
     services._closers.append(close)
     return worker
+
+
+def start_leader(
+    services: Services,
+    queue: Queue,
+    clock: Callable[[], datetime] | None = None,
+) -> Leadership:
+    """The dispatcher and the projector, run only while this process holds the dispatcher
+    lock (one active dispatcher per installation: infrastructure/leader.py); on standby
+    until then, and again if the lock is lost. `services.close()` stops them and lets go."""
+    import dataclasses
+
+    def start() -> Callable[[], None]:
+        # The same stores, with closers of its own: the active part stops on its own.
+        active = dataclasses.replace(services, _closers=[])
+
+        def stop() -> None:
+            while active._closers:
+                active._closers.pop()()
+
+        try:
+            start_dispatcher(active, queue, clock)
+            start_projector(active)
+        except BaseException:
+            stop()
+            raise
+        return stop
+
+    leadership = Leadership(
+        dispatcher_lock(services.settings), start, on_change=DISPATCHER_ACTIVE.set
+    ).start()
+    services._closers.append(leadership.close)
+    return leadership
+
+
+def open_gauges(services: Services) -> ServiceGauges:
+    """The scrape-time gauges of `GET /metrics`: the schedule tables, opened here for
+    reading, and the read models; closed with the services."""
+    gauges = ServiceGauges(services, open_schedule(services.settings))
+    services._closers.append(gauges.close)
+    return gauges

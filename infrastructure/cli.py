@@ -21,6 +21,7 @@ from application.errors import ApplicationError
 from domain.errors import DomainError
 from domain.values import Actor
 from infrastructure import projections_cli
+from infrastructure.logs import configure_logging
 from infrastructure.settings import Settings, SettingsError, markdown_table
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"webround: configuration error: {error}", file=sys.stderr)
         return 2
+    configure_logging(settings)
     if args.command == "settings":
         print(markdown_table() if args.markdown else settings)
         return 0
@@ -52,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _background_role(settings, args.command)
     if args.command == "projections":
         return projections_cli.run(settings, args)
+    if args.command == "audit":
+        from infrastructure import audit_cli
+
+        return audit_cli.run(settings, args)
     try:
         return _admin(settings, args)
     except (ApplicationError, DomainError) as error:
@@ -94,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("settings", help="print the configuration reference")
     show.add_argument("--markdown", action="store_true", help="as the Markdown table of docs/")
     projections_cli.register(commands)
+    from infrastructure import audit_cli
+
+    audit_cli.register(commands)
     return parser
 
 
@@ -122,17 +131,12 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
     """The API; with ``whole``, also the dispatcher and a worker in this process."""
     import dataclasses
     import ipaddress
+    import signal
 
     import uvicorn
 
     from infrastructure.api.app import create_app
-    from infrastructure.bootstrap import (
-        build,
-        open_queue,
-        start_dispatcher,
-        start_projector,
-        start_worker,
-    )
+    from infrastructure.bootstrap import build, open_queue, start_leader, start_worker
 
     if demo:
         # The demo receiver listens on loopback, which is otherwise refused (SSRF).
@@ -146,15 +150,19 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
         if whole:
             queue = open_queue(services)
             start_worker(services, queue)
-            start_dispatcher(services, queue)
-            start_projector(services)
+            start_leader(services, queue)  # on standby while another dispatcher is active
         if demo:
             from infrastructure.demo import start_demo
 
             receiver = start_demo(services, store_id or _any_store(services))
             print(f"webround: demo receiver on {receiver.url}; store activity every 2 s")
         print(f"webround: serving on http://{host}:{port} (data in {settings.data_dir})")
-        uvicorn.run(create_app(services), host=host, port=port, log_level="info")
+        # uvicorn re-raises the signal that stopped it; with the default handlers that
+        # would end the process before `services.close()` records in-flight attempts.
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, lambda *_: None)
+        app = create_app(services)
+        uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
     finally:
         services.close()
     return 0
@@ -165,13 +173,8 @@ def _background_role(settings: Settings, role: str) -> int:
     import signal
     import threading
 
-    from infrastructure.bootstrap import (
-        build,
-        open_queue,
-        start_dispatcher,
-        start_projector,
-        start_worker,
-    )
+    from infrastructure.bootstrap import build, open_queue, start_leader, start_worker
+    from infrastructure.metrics import serve_process_metrics
 
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
@@ -180,12 +183,13 @@ def _background_role(settings: Settings, role: str) -> int:
     try:
         queue = open_queue(services)
         if role == "dispatcher":
-            start_dispatcher(services, queue)
-            start_projector(services)
+            start_leader(services, queue)  # active only while it holds the lock
         else:
             start_worker(services, queue)
+        serve_process_metrics(settings)
         print(f"webround: {role} running (stop with SIGTERM)", flush=True)
         stop.wait()
+        print(f"webround: {role} stopping: finishing what is in flight", flush=True)
     finally:
         services.close()
     return 0
@@ -214,6 +218,7 @@ def _first_start(services: Services, host: str, port: int) -> UUID | None:
         f"  API key:  {key['apiKey']}   (shown once: keep it now)\n"
         f"  try:      curl -H 'Authorization: Bearer {key['apiKey']}' "
         f"http://{host}:{port}/v1/event-types\n"
+        f"  dashboard: http://{host}:{port}/dashboard  (sign in with the API key)\n"
         f"  API description: http://{host}:{port}/openapi.json",
         flush=True,
     )

@@ -76,6 +76,12 @@ def _database_url(value: str) -> str:
     return value
 
 
+def _log_format(value: str) -> str:
+    if value not in ("text", "json"):
+        raise SettingsError("must be text or json")
+    return value
+
+
 def _broker_url(value: str) -> str:
     if not value.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
         raise SettingsError("must be a redis:// or amqp:// URL (unset: in-process broker)")
@@ -158,6 +164,21 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("WEBROUND_HOST", "127.0.0.1", "Interface `webround serve|api` listen on.", str),
     Setting("WEBROUND_PORT", "8000", "Port `webround serve|api` listen on.", _port),
+    Setting(
+        "WEBROUND_LOG_FORMAT",
+        "text",
+        "`text` (readable, for a terminal) or `json` (one JSON object per line with the "
+        "record's fields: set this in production).",
+        _log_format,
+    ),
+    Setting(
+        "WEBROUND_METRICS_PORT",
+        None,
+        "When set, `webround worker` and `webround dispatcher` serve their own Prometheus "
+        "metrics (delivery counters, attempt latency) on this port of WEBROUND_HOST; the "
+        "API's `GET /metrics` has the queue and projection gauges and its own counters.",
+        _port,
+    ),
 )
 
 
@@ -176,6 +197,8 @@ class Settings:
     lease_seconds: float = 60.0
     host: str = "127.0.0.1"
     port: int = 8000
+    log_format: str = "text"
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

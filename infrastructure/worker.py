@@ -23,6 +23,7 @@ from application.directory import Target
 from application.dispatch import AttemptResult, Dispatch
 from application.webhooks import Webhooks
 from domain.values import Actor
+from infrastructure.metrics import observe_attempts
 from infrastructure.secrets import SealingKeeper
 from infrastructure.sender import Outcome, Request, Sender
 from infrastructure.signing import signature_headers
@@ -157,6 +158,7 @@ class AttemptRecorder:
             for _, done in batch:
                 done.set_exception(error)
             return
+        observe_attempts([result for result, _ in batch], changed)
         for _, done in batch:
             done.set_result(None)
         for delivery in changed:

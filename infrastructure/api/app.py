@@ -8,29 +8,46 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from infrastructure.api import commerce, event_types, events, health, openapi, problems, webhooks
+from infrastructure.api import (
+    audit,
+    commerce,
+    deliveries,
+    event_types,
+    events,
+    health,
+    metrics,
+    openapi,
+    problems,
+    webhooks,
+)
 from infrastructure.api.endpoint import Endpoint
 from infrastructure.api.endpoint import routes as endpoint_routes
 from infrastructure.bootstrap import VERSION, Services
+from infrastructure.dashboard import routes as dashboard
 
 ENDPOINTS: list[Endpoint] = [
     *commerce.ENDPOINTS,
     *webhooks.ENDPOINTS,
     *event_types.ENDPOINTS,
     *events.ENDPOINTS,
+    *deliveries.ENDPOINTS,
+    *audit.ENDPOINTS,
 ]
 
 
 def create_app(services: Services) -> Starlette:
     spec = openapi.document(ENDPOINTS, VERSION)
+    spec["paths"].update(metrics.PATHS)
 
     async def openapi_json(request: Request) -> JSONResponse:
         return JSONResponse(spec)
 
     app_routes = [
         Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *endpoint_routes(ENDPOINTS),
+        dashboard.routes(),  # the merchant dashboard under /dashboard (§9)
     ]
     app = Starlette(
         routes=app_routes,

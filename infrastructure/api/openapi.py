@@ -72,7 +72,7 @@ def _operation(endpoint: Endpoint) -> JSON:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "string", "format": "uuid"},
+            "schema": PATH_SCHEMAS[name],
         }
         for name in endpoint.path_ids
     ]

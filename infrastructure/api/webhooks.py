@@ -48,6 +48,7 @@ def _delete(call: Call) -> None:
 def _recover(call: Call) -> JSON:
     """Send again every failed delivery of the webhook created in the range."""
     webhook = call.services.webhooks.get_webhook(call.store_id, call.ids["id"])
+    _check_range(call)
     since, until = call.body["since"], call.body.get("until")
     event_ids = Queries(call.services.read_models).failed_event_ids(
         call.store_id, webhook.id, since, until
@@ -58,6 +59,7 @@ def _recover(call: Call) -> JSON:
 def _replay(call: Call) -> JSON:
     """Send every event of the range that the webhook (and ``eventTypes``) selects."""
     webhook = call.services.webhooks.get_webhook(call.store_id, call.ids["id"])
+    _check_range(call)
     wanted = call.body.get("eventTypes")
     if wanted is not None:
         wanted = check_event_types(wanted)
@@ -71,6 +73,12 @@ def _replay(call: Call) -> JSON:
         and (wanted is None or matches(wanted, event_type))
     ]
     return _resend(call, "replay", event_ids, wanted)
+
+
+def _check_range(call: Call) -> None:
+    until = call.body.get("until")
+    if until and parse_moment(until, "until") <= parse_moment(call.body["since"], "since"):
+        raise InvalidRequest("must be later than since", field="until")
 
 
 def _resend(call: Call, mode: str, event_ids: list[str], event_types: list[str] | None) -> JSON:

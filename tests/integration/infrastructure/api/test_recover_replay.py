@@ -161,3 +161,19 @@ async def test_recover_and_replay_refuse_bad_input_and_foreign_webhooks(api: Api
     assert bad_time.status_code == 422
     assert bad_type.status_code == 422
     assert disabled.status_code == 409
+
+
+async def test_a_range_that_ends_before_it_begins_is_refused(api: Api) -> None:
+    # Given a webhook
+    webhook_id = await make_webhook(api, ["*"])
+
+    # When a recover names an `until` earlier than its `since`
+    response = await api.client.post(
+        f"/v1/webhooks/{webhook_id}/recover",
+        json={"since": "2030-01-02T00:00:00Z", "until": "2030-01-01T00:00:00Z"},
+        headers=api.shop.headers,
+    )
+
+    # Then it is refused, naming the field, rather than quietly doing nothing
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "until"

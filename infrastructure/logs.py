@@ -1,0 +1,154 @@
+"""Logging for every `webround` role: JSON lines in production, readable text otherwise.
+
+`configure_logging(settings)` installs one handler on the root logger (standard error):
+
+- ``WEBROUND_LOG_FORMAT=json``: one JSON object per record — ``time``, ``level``,
+  ``logger``, ``message``, then every ``extra`` field given to the call (``delivery_id``,
+  ``webhook_id``, ``event_id``, ``attempt``, ``status_code``, ``duration_ms``, …), and
+  ``exception`` when there is a traceback.
+- ``text`` (the default): ``time level logger: message key=value …``.
+
+Every record passes `RedactingFilter` on the way out: anything shaped like a signing
+secret (``whsec_…``) or an API key (``wr_<16 hex>_…``) becomes ``[redacted]`` in the
+message, the extras and the traceback — whoever logged it. The API key shown on a first
+start is printed to the terminal, never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from infrastructure.settings import Settings
+
+REDACTED = "[redacted]"
+SECRET = re.compile(r"whsec_[A-Za-z0-9+/=]+|wr_[0-9a-f]{16}_[A-Za-z0-9_-]+")
+
+# The attributes every LogRecord has; anything else on a record came from ``extra``.
+_STANDARD = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
+
+
+def redact(text: str) -> str:
+    return SECRET.sub(REDACTED, text)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(item) for item in value]
+    return value
+
+
+def extras(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a call passed with ``extra=``, in the order given."""
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces secrets and API keys with ``[redacted]`` in the message and the extras."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: log what there is rather than nothing
+            message = f"{record.msg} {record.args}"
+        record.msg, record.args = redact(message), None
+        for key, value in extras(record).items():
+            setattr(record, key, _redact_value(value))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def _time(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": _time(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in extras(record).items():
+            entry.setdefault(key, value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def _text(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if not text or " " in text else text
+
+
+class TextFormatter(logging.Formatter):
+    """``time level logger: message key=value …`` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{_time(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        fields = " ".join(f"{key}={_text(value)}" for key, value in extras(record).items())
+        if fields:
+            line = f"{line} {fields}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{record.stack_info}"
+        return line
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Ours, so that configuring again replaces it (and leaves other handlers alone)."""
+
+
+def make_handler(log_format: str, stream: TextIO | None = None) -> logging.Handler:
+    handler = _Handler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(RedactingFilter())
+    return handler
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
+    """Send every record at INFO and above to standard error, in the configured format.
+
+    Replaces the handler an earlier call installed, so calling it twice does not log
+    twice; the loggers of uvicorn, Dramatiq and the rest propagate to it.
+    """
+    handler = make_handler(settings.log_format, stream)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    # One line per request of theirs would repeat each attempt's own record, with the
+    # full target URL (which may carry a receiver's token in its query string).
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    return handler
