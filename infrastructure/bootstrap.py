@@ -62,6 +62,17 @@ class Services:
     idempotency: IdempotencyStore
     read_models: ReadModelStore
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    _schedule: Schedule | None = None
+    _schedule_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def schedule(self) -> Schedule:
+        """The delivery schedule's tables, opened on first use (the API reads circuit
+        state and gauges from them; only the dispatcher writes them)."""
+        with self._schedule_lock:
+            if self._schedule is None:
+                self._schedule = open_schedule(self.settings)
+                self._closers.insert(0, self._schedule.close)
+            return self._schedule
 
     def close(self) -> None:
         """Stop background parts (newest first), then close the stores."""
@@ -265,6 +276,4 @@ def start_leader(
 def open_gauges(services: Services) -> ServiceGauges:
     """The scrape-time gauges of `GET /metrics`: the schedule tables, opened here for
     reading, and the read models; closed with the services."""
-    gauges = ServiceGauges(services, open_schedule(services.settings))
-    services._closers.append(gauges.close)
-    return gauges
+    return ServiceGauges(services, services.schedule())

@@ -150,9 +150,6 @@ class ServiceGauges(Collector):
                 lag_events.add_metric([status.model, status.source], status.lag)
             yield lag_events
 
-    def close(self) -> None:
-        self.schedule.close()
-
 
 class _Together(Collector):
     def __init__(self, *collectors: Collector) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from application.errors import InvalidRequest
@@ -26,19 +26,41 @@ def _fields(call: Call) -> dict[str, object]:
 
 
 def _create(call: Call) -> JSON:
-    return call.services.webhooks.create_webhook(call.store_id, call.actor, **_fields(call))  # type: ignore[arg-type]
+    created = call.services.webhooks.create_webhook(call.store_id, call.actor, **_fields(call))  # type: ignore[arg-type]
+    return _with_circuit(call, created)
+
+
+def _update(call: Call) -> JSON:
+    updated = call.services.webhooks.update_webhook(
+        call.store_id, call.ids["id"], call.actor, **_fields(call)
+    )
+    return _with_circuit(call, updated)
 
 
 def _list(call: Call) -> JSON:
     limit = page_limit(call)
     after = decode_cursor(call.query.get("cursor"))
     items, last = call.services.webhooks.list_webhooks(call.store_id, limit, after)
-    return {"data": items, "nextCursor": encode_cursor(last) if last else None}
+    return {
+        "data": [_with_circuit(call, item) for item in items],
+        "nextCursor": encode_cursor(last) if last else None,
+    }
+
+
+def _read(call: Call) -> JSON:
+    return _with_circuit(call, call.services.webhooks.read_webhook(call.store_id, call.ids["id"]))
+
+
+def _with_circuit(call: Call, webhook: JSON) -> JSON:
+    """A webhook as read, with its circuit breaker: held deliveries are visible as such."""
+    health = call.services.schedule().health(UUID(webhook["id"]))
+    return {**webhook, "circuit": health.to_json(datetime.now(UTC))}
 
 
 def _rotate(call: Call) -> JSON:
     grace = timedelta(seconds=call.body.get("gracePeriodSeconds", 86400))
-    return call.services.webhooks.rotate_secret(call.store_id, call.ids["id"], call.actor, grace)
+    rotated = call.services.webhooks.rotate_secret(call.store_id, call.ids["id"], call.actor, grace)
+    return _with_circuit(call, rotated)
 
 
 def _delete(call: Call) -> None:
@@ -166,7 +188,7 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint(
         "GET",
         "/v1/webhooks/{id}",
-        lambda c: c.services.webhooks.read_webhook(c.store_id, c.ids["id"]),
+        _read,
         "get_webhook",
         "Get a webhook (never its secret)",
         "Webhooks",
@@ -176,9 +198,7 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint(
         "PATCH",
         "/v1/webhooks/{id}",
-        lambda c: c.services.webhooks.update_webhook(
-            c.store_id, c.ids["id"], c.actor, **_fields(c)
-        ),
+        _update,
         "update_webhook",
         "Change a webhook, or enable or disable it",
         "Webhooks",

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from domain.errors import DomainError, InvalidValue, RuleViolation
 from domain.event_types import EVENT_CLASSES
 from infrastructure.api import webhooks as webhooks_api
 from infrastructure.api.endpoint import Call
-from infrastructure.bootstrap import Services, open_schedule
+from infrastructure.bootstrap import Services
 from infrastructure.dashboard import chart, render
 from infrastructure.dashboard.forms import EMPTY, Form, FormError, read_form
 from infrastructure.dashboard.session import (
@@ -60,7 +59,6 @@ from infrastructure.dashboard.session import (
 )
 from infrastructure.idempotency import InProgress, Mismatch, Replay, StoredResponse, fingerprint
 from infrastructure.queries import Queries, parse_moment
-from infrastructure.schedule import Schedule
 
 log = logging.getLogger("webround.dashboard")
 
@@ -490,26 +488,10 @@ def _with_health(visit: Visit, items: list[JSON]) -> list[JSON]:
     return rows
 
 
-_schedule_lock = threading.Lock()
-
-
-def _schedule(visit: Visit) -> Schedule:
-    """The delivery schedule's tables, opened for reading once per app (circuit state)."""
-    state = visit.request.app.state
-    with _schedule_lock:
-        opened: tuple[Services, Schedule] | None = getattr(state, "dashboard_schedule", None)
-        if opened is None or opened[0] is not visit.services:
-            schedule = open_schedule(visit.services.settings)
-            visit.services._closers.append(schedule.close)
-            opened = (visit.services, schedule)
-            state.dashboard_schedule = opened
-        return opened[1]
-
-
 def _circuits(visit: Visit, ids: Iterable[str]) -> dict[str, JSON]:
     """Each webhook's circuit breaker (closed, open, half-open), or nothing if unreadable."""
     try:
-        schedule = _schedule(visit)
+        schedule = visit.services.schedule()
         now = datetime.now(UTC)
         return {i: schedule.health(UUID(i)).to_json(now) for i in ids}
     except Exception:

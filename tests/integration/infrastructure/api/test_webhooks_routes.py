@@ -161,6 +161,7 @@ async def test_creation_defaults(api: Api) -> None:
     # And a read answers the same webhook, without the secret
     read = (await get(api, body["id"])).json()
     assert read == {k: v for k, v in body.items() if k != "secret"}
+    assert read["circuit"]["state"] == "closed"
 
 
 async def test_a_webhook_created_disabled_says_why(api: Api) -> None:
