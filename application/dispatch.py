@@ -74,7 +74,7 @@ class Dispatch(Application[UUID]):
         *,
         commerce: Commerce,
         directory: WebhookDirectory,
-        history: EventHistory,
+        history: Callable[[Any], EventHistory],
         build_envelope: BuildEnvelope,
         policy: RetryPolicy | None = None,
         clock: Callable[[], datetime] | None = None,
@@ -83,7 +83,10 @@ class Dispatch(Application[UUID]):
         super().__init__(env)
         self.commerce = commerce
         self.directory = directory
-        self.history = history
+        # Reads beyond the repository: commerce's (snapshots as of a position) and our
+        # own (many deliveries at once).
+        self.history = history(commerce.recorder)
+        self._own_events = history(self.recorder)
         self.build_envelope = build_envelope
         self.policy = policy or RetryPolicy()
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -173,8 +176,9 @@ class Dispatch(Application[UUID]):
         """Record many attempts in one transaction (group commit); duplicates of an
         attempt already recorded are ignored. Returns the deliveries that changed."""
         changed: dict[UUID, Delivery] = {}
+        loaded = self._deliveries({r.delivery_id for r in results})
         for result in results:
-            delivery = changed.get(result.delivery_id) or self._delivery(result.delivery_id)
+            delivery = loaded.get(result.delivery_id) or self._delivery(result.delivery_id)
             if self._apply_attempt(delivery, result):
                 changed[delivery.id] = delivery
         if not changed:
@@ -305,6 +309,20 @@ class Dispatch(Application[UUID]):
 
     def delivery(self, delivery_id: UUID) -> Delivery:
         return self._delivery(delivery_id)
+
+    def _deliveries(self, delivery_ids: set[UUID]) -> dict[UUID, Delivery]:
+        """Many deliveries in one read of the event store (a worker's group commit would
+        otherwise read them one query at a time)."""
+        deliveries: dict[UUID, Delivery] = {}
+        aggregate: Any = None
+        for stored in self._own_events.events_of(sorted(delivery_ids)):
+            domain_event: Any = self.mapper.to_domain_event(stored)
+            if aggregate is not None and aggregate.id != domain_event.originator_id:
+                aggregate = None
+            aggregate = domain_event.mutate(aggregate)
+            if isinstance(aggregate, Delivery):
+                deliveries[aggregate.id] = aggregate
+        return deliveries
 
     def _delivery(self, delivery_id: UUID) -> Delivery:
         try:

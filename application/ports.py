@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
 
 
 class TargetPolicy(Protocol):
@@ -31,11 +33,15 @@ class SecretKeeper(Protocol):
 
 
 class EventHistory(Protocol):
-    """Positions in an application's notification log, for snapshots "as of" an event."""
+    """Reads of an application's stored events beyond the repository's one-at-a-time."""
 
     def version_at(self, originator_id: UUID, position: int) -> int | None:
         """The aggregate's version after every event at or before log ``position``
         (None when it had no event yet)."""
+        ...
+
+    def events_of(self, originator_ids: Sequence[UUID]) -> Sequence[StoredEvent]:
+        """Every stored event of these aggregates, in one read, by aggregate and version."""
         ...
 
 

@@ -114,7 +114,7 @@ def _build(
         env=application_env(settings, Dispatch.name),
         commerce=commerce,
         directory=WebhookDirectory(webhooks),
-        history=event_history(commerce.recorder),
+        history=event_history,
         build_envelope=build_envelope,
         policy=RetryPolicy(settings.retry_schedule),
         clock=clock,

@@ -7,10 +7,11 @@ answer for a position already read never changes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg import sql
@@ -30,6 +31,18 @@ class SqliteEventHistory:
             row = cursor.fetchone()
         return None if row is None else int(row[0])
 
+    def events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+        marks = ", ".join("?" * len(originator_ids))
+        statement = (
+            "SELECT originator_id, originator_version, topic, state FROM "  # noqa: S608
+            f"{self._recorder.events_table_name} WHERE originator_id IN ({marks}) "
+            "ORDER BY originator_id, originator_version"
+        )
+        with self._recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, [i.hex for i in originator_ids])
+            rows = cursor.fetchall()
+        return [StoredEvent(UUID(r[0]), int(r[1]), r[2], bytes(r[3])) for r in rows]
+
 
 class PostgresEventHistory:
     def __init__(self, recorder: PostgresApplicationRecorder) -> None:
@@ -46,6 +59,22 @@ class PostgresEventHistory:
             cursor.execute(self._statement, (originator_id, position))
             row: Any = cursor.fetchone()
         return None if row is None else int(row["originator_version"])
+
+    def events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
+        statement = sql.SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {}.{} "
+            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(
+            sql.Identifier(self._recorder.datastore.schema),
+            sql.Identifier(self._recorder.events_table_name),
+        )
+        with self._recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, (list(originator_ids),))
+            rows: Any = cursor.fetchall()
+        return [
+            StoredEvent(r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
+            for r in rows
+        ]
 
 
 def event_history(recorder: ApplicationRecorder) -> SqliteEventHistory | PostgresEventHistory:

@@ -389,7 +389,7 @@ def test_a_rebuilt_projection_makes_byte_identical_envelopes(
         env=application_env(Settings(data_dir=tmp_path / "rebuild"), Dispatch.name),
         commerce=services.commerce,
         directory=WebhookDirectory(services.webhooks),
-        history=event_history(services.commerce.recorder),
+        history=event_history,
         build_envelope=build_envelope,
     )
     try:
@@ -508,17 +508,17 @@ def test_an_attempt_recorded_meanwhile_by_another_worker_is_not_recorded_twice(
     # after this one read it (a redelivered message handled twice at once)
     raced, other_delivery = two_deliveries(services, store)
     other = build(settings)
-    load = services.dispatch._delivery
+    load = services.dispatch._deliveries
     raced_once: list[UUID] = []
 
-    def load_then_race(delivery_id: UUID) -> Delivery:
-        delivery = load(delivery_id)
-        if delivery_id == raced and not raced_once:
-            raced_once.append(delivery_id)
+    def load_then_race(delivery_ids: set[UUID]) -> dict[UUID, Delivery]:
+        deliveries = load(delivery_ids)
+        if raced in delivery_ids and not raced_once:
+            raced_once.append(raced)
             other.dispatch.record_attempts([result(raced, 1, 500)])
-        return delivery
+        return deliveries
 
-    monkeypatch.setattr(services.dispatch, "_delivery", load_then_race)
+    monkeypatch.setattr(services.dispatch, "_deliveries", load_then_race)
 
     # When this worker records attempt 1 of both in one call
     try:
