@@ -137,13 +137,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "WEBROUND_WORKER_THREADS",
-        "16",
+        "32",
         "Delivery attempts a worker process (or the embedded worker) runs at once.",
         _positive_int,
     ),
     Setting(
         "WEBROUND_WEBHOOK_CONCURRENCY",
-        "8",
+        "16",
         "Deliveries of one webhook in flight at once, so a slow endpoint can hold at most "
         "this many worker threads (keep it below WEBROUND_WORKER_THREADS).",
         _positive_int,
@@ -191,8 +191,8 @@ class Settings:
     master_key_file: Path | None = None
     allowed_targets: tuple[Network, ...] = ()
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
-    worker_threads: int = 16
-    webhook_concurrency: int = 8
+    worker_threads: int = 32
+    webhook_concurrency: int = 16
     auto_disable_after: float = 432000.0
     lease_seconds: float = 60.0
     host: str = "127.0.0.1"
