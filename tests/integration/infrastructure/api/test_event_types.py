@@ -8,37 +8,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from tests.support.contract import SPEC_EVENT_TYPES
+
 if TYPE_CHECKING:
     from tests.integration.infrastructure.api.conftest import Api
 
 pytestmark = pytest.mark.anyio
 
-# SPEC §2, written out: the public contract, not derived from the code under test.
-EVENT_TYPES = [
-    "order.created",
-    "order.status_updated",
-    "order.paid",
-    "order.refunded",
-    "customer.registered",
-    "customer.updated",
-    "customer.verified",
-    "customer.address_saved",
-    "customer.deletion_requested",
-    "product.created",
-    "product.updated",
-    "variant.created",
-    "variant.updated",
-    "sku.created",
-    "sku.price_changed",
-    "sku.stock_changed",
-    "subscription.created",
-    "subscription.renewed",
-    "subscription.payment_failed",
-    "subscription.paused",
-    "subscription.resumed",
-    "subscription.cancelled",
-    "subscription.expired",
-]
+EVENT_TYPES = list(SPEC_EVENT_TYPES)
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
