@@ -191,7 +191,13 @@ class Webhooks(Application[UUID]):
         enabled (with an optional disabled_reason)."""
         webhook = self.get_webhook(store_id, webhook_id)
         enabled = fields.pop("enabled", None)
-        reason = fields.pop("disabled_reason", None) or "disabled by the merchant"
+        reason = fields.pop("disabled_reason", None)
+        if reason is not None and enabled is not False:
+            raise InvalidRequest(
+                'a reason goes with disabling: send it with "enabled": false',
+                field="disabledReason",
+            )
+        reason = reason or "disabled by the merchant"
         if "url" in fields:
             self.targets.check_url(fields["url"])
         if "headers" in fields:

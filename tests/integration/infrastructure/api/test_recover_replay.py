@@ -177,3 +177,21 @@ async def test_a_range_that_ends_before_it_begins_is_refused(api: Api) -> None:
     # Then it is refused, naming the field, rather than quietly doing nothing
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "until"
+
+
+async def test_a_disable_reason_without_disabling_is_refused(api: Api) -> None:
+    # Given an enabled webhook
+    webhook_id = await make_webhook(api, ["*"])
+
+    # When a reason is sent without "enabled": false
+    response = await api.client.patch(
+        f"/v1/webhooks/{webhook_id}",
+        json={"disabledReason": "maintenance"},
+        headers=api.shop.headers,
+    )
+
+    # Then it is refused naming the field, and the webhook stays enabled
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "disabledReason"
+    read = await api.client.get(f"/v1/webhooks/{webhook_id}", headers=api.shop.headers)
+    assert read.json()["enabled"] is True
