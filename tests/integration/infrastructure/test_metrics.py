@@ -155,7 +155,11 @@ def test_metrics_show_deliveries_latency_queue_and_projection_lag(
             before, "webround_delivery_attempt_seconds_count"
         )
         held = value(now, "webround_deliveries_pending") == 1
-        return now if attempts == 8 and held else None
+        # The worker counts an attempt when it is recorded; the dispatcher's schedule
+        # sees it a pass later (lease cleared, circuit opened): wait for both.
+        seen = value(now, "webround_deliveries_in_flight") == 0
+        opened = value(now, "webround_circuit_open_webhooks") == 1
+        return now if attempts == 8 and held and seen and opened else None
 
     after = wait_until(settled)
 
