@@ -638,6 +638,7 @@ def assert_everything_delivered(
     # Every delivery succeeded; its attempts are numbered 1..n, only the last one 2xx,
     # each with the status the endpoint gives that attempt of that event
     recorded: dict[UUID, set[tuple[str, int]]] = {w: set() for w in webhooks}
+    unanswered: dict[UUID, set[tuple[str, int]]] = {w: set() for w in webhooks}
     attempts_by_kind: Counter[tuple[str, int, str]] = Counter()
     customers = {}
     for answer in (a for endpoint in webhooks.values() for a in endpoint.answers):
@@ -650,9 +651,16 @@ def assert_everything_delivered(
         assert numbers == list(range(1, len(numbers) + 1)), numbers
         flaky = webhooks[webhook_id].flaky
         for attempt in delivery.attempts:
-            expected = expected_status(flaky, customers[event_id], attempt.number)
-            assert attempt.status_code == expected, (delivery_id, attempt)
-            recorded[webhook_id].add((str(delivery_id), attempt.number))
+            if attempt.status_code is None:
+                # The network failed before any answer (e.g. a kept-alive connection the
+                # receiver closed while the broker was down): a failed attempt, retried.
+                assert attempt.error is not None, (delivery_id, attempt)
+                assert attempt.next_attempt_at is not None, (delivery_id, attempt)
+                unanswered[webhook_id].add((str(delivery_id), attempt.number))
+            else:
+                expected = expected_status(flaky, customers[event_id], attempt.number)
+                assert attempt.status_code == expected, (delivery_id, attempt)
+                recorded[webhook_id].add((str(delivery_id), attempt.number))
             outcome = (
                 "succeeded"
                 if attempt.succeeded
@@ -677,7 +685,8 @@ def assert_everything_delivered(
             bodies.setdefault(answer.event_id, set()).add(answer.body)
         assert all(len(b) == 1 for b in bodies.values()), endpoint.name
         seen = {(a.delivery_id, a.attempt) for a in answers}
-        assert seen == recorded[webhook_id], endpoint.name
+        # Every answered attempt was seen; an unanswered one may or may not have arrived
+        assert recorded[webhook_id] <= seen <= recorded[webhook_id] | unanswered[webhook_id]
         duplicates += len(answers) - len(seen)
         twice_ok += sum(
             n - 1 for n in Counter(a.event_id for a in answers if a.status < 300).values()
