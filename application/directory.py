@@ -32,9 +32,6 @@ class Target:
     sealed_headers: str | None
     secrets: tuple[tuple[str, datetime | None], ...]  # (sealed, expires at), newest first
 
-    def signing_secrets(self, now: datetime) -> list[str]:
-        return [sealed for sealed, until in self.secrets if until is None or now < until]
-
     def wants(self, event_type: str, occurred_at: datetime) -> bool:
         """Enabled, listening to this type, and existing before the event happened."""
         return (

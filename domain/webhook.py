@@ -215,10 +215,6 @@ class Webhook(Aggregate):
             SealedSecret(current.sealed, previous_expires_at),
         ]
 
-    def signing_secrets(self, now: datetime) -> list[str]:
-        """The sealed secrets that sign a request sent at ``now``, newest first."""
-        return [s.sealed for s in self.secrets if s.expires_at is None or now < s.expires_at]
-
     def record_resend(
         self,
         mode: str,

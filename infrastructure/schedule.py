@@ -21,6 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from application.dispatch import Dispatch
+from application.views import timestamp
 from domain.delivery import CircuitPolicy, DeliveryAttempted, DeliveryScheduled
 from infrastructure.sql import Cursor, Database, PostgresDatabase, SqliteDatabase
 from projections.schedule import Change, Due, Outcome, Retry, outcome_of, schedule_change
@@ -54,7 +55,7 @@ class Health:
 
     def to_json(self, now: datetime) -> dict[str, Any]:
         def iso(moment: datetime | None) -> str | None:
-            return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if moment else None
+            return timestamp(moment) if moment else None
 
         return {
             "state": self.state(now),
