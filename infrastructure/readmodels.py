@@ -14,6 +14,7 @@ for placeholders and column types.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -28,13 +29,14 @@ from infrastructure.sql import Cursor, Database, PostgresDatabase, SqliteDatabas
 from projections.readmodels import (
     BY_NAME,
     READ_MODELS,
+    TABLES,
     Add,
     Context,
     Operation,
     ReadModel,
     Table,
     Update,
-    Upsert,
+    fold,
 )
 
 NEXT = "__next"
@@ -66,6 +68,10 @@ class ReadModelStore:
         self._sources = sources
         self._context = context
         self._ph = database.placeholder
+        # Where each model stands in each source, as this store last wrote it; None until
+        # read (and again after any failed batch). The guarded UPDATE of every batch
+        # checks it against the table, so a stale value costs a retry, never a double.
+        self._positions: dict[tuple[str, str], int] | None = None
         with self.db.transaction() as c:
             c.execute(
                 "CREATE TABLE IF NOT EXISTS rm_tracking (model TEXT, source TEXT, "
@@ -77,10 +83,57 @@ class ReadModelStore:
     # Catching up -------------------------------------------------------------------
 
     def catch_up_all(self, limit: int = BATCH) -> int:
-        return sum(self.catch_up(model, limit=limit) for model in READ_MODELS)
+        """Apply up to ``limit`` new events of each source to every model that follows it;
+        returns how many events were read. Each source's log is read and decoded once for
+        all its models (not once per model), and their rows and positions commit in one
+        transaction."""
+        if self._positions is None:
+            self._positions = self._all_positions()
+        done = 0
+        for source in self._sources:
+            models = [m for m in READ_MODELS if source in m.sources]
+            if not models:
+                continue
+            # Models at the same position share one read (after a rebuild one may differ).
+            by_start: dict[int, list[ReadModel]] = {}
+            for model in models:
+                by_start.setdefault(self._positions.get((model.name, source), 0), []).append(model)
+            for start, group in sorted(by_start.items()):
+                done += self._catch_up_group(source, start, group, limit)
+        return done
+
+    def _catch_up_group(self, source: str, start: int, models: list[ReadModel], limit: int) -> int:
+        app = self._sources[source]
+        notifications = app.recorder.select_notifications(start=start + 1, limit=limit)
+        if not notifications:
+            return 0
+        events = [(n.id, app.mapper.to_domain_event(n)) for n in notifications]
+        operations = [
+            operation
+            for model in models
+            for position, event in events
+            for operation in model.handle(source, position, event, self._context)
+        ]
+        end = notifications[-1].id
+        try:
+            # Derived rows and their position commit together: a commit lost in a crash
+            # loses both, and the events are applied again, so no flush is awaited.
+            with self.db.transaction(durable=False) as c:
+                for model in models:
+                    self._advance(c, model.name, source, start, end)
+                self._apply(c, operations, "")
+        except BaseException:
+            self._positions = None  # read them again: another writer may have moved on
+            raise
+        assert self._positions is not None
+        for model in models:
+            self._positions[(model.name, source)] = end
+        return len(notifications)
 
     def catch_up(self, model: ReadModel, *, suffix: str = "", limit: int = BATCH) -> int:
         """Apply up to ``limit`` new events of each source; returns how many were read."""
+        if not suffix:
+            self._positions = None  # moved here, behind `catch_up_all`'s back
         done = 0
         for source in model.sources:
             start = self._position(model.name + suffix, source)
@@ -95,11 +148,16 @@ class ReadModelStore:
                     source, n.id, app.mapper.to_domain_event(n), self._context
                 )
             ]
-            with self.db.transaction() as c:
+            with self.db.transaction(durable=False) as c:
                 self._advance(c, model.name + suffix, source, start, notifications[-1].id)
                 self._apply(c, operations, suffix)
             done += len(notifications)
         return done
+
+    def _all_positions(self) -> dict[tuple[str, str], int]:
+        with self.db.transaction(write=False) as c:
+            c.execute("SELECT model, source, position FROM rm_tracking")
+            return {(str(m), str(s)): int(p) for m, s, p in c.fetchall()}
 
     def _position(self, name: str, source: str) -> int:
         with self.db.transaction() as c:
@@ -123,36 +181,58 @@ class ReadModelStore:
             raise StalePosition(f"{name} on {source} moved past {start}")
 
     def _apply(self, c: Cursor, operations: Sequence[Operation], suffix: str) -> None:
-        ph = self._ph
-        for op in operations:
-            table = f"rm_{op.table}{suffix}"
-            if isinstance(op, Update):
-                sets = ", ".join(f"{k} = {ph}" for k in op.values)
-                where = " AND ".join(f"{k} = {ph}" for k in op.key)
-                c.execute(
-                    f"UPDATE {table} SET {sets} WHERE {where}",
-                    (*op.values.values(), *op.key.values()),
-                )
-                continue
-            key = _table(op.table).key
-            columns = list(op.row)
-            placeholders = ", ".join([ph] * len(columns))
-            if isinstance(op, Add):
-                updates = [
-                    f"{k} = {table}.{k} + excluded.{k}"
-                    if k in op.counters
-                    else f"{k} = excluded.{k}"
-                    for k in columns
-                    if k not in key
-                ]
-            else:
-                assert isinstance(op, Upsert)
-                updates = [f"{k} = excluded.{k}" for k in columns if k not in key]
-            c.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders}) "
-                f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {', '.join(updates)}",
-                tuple(op.row.values()),
+        # Folded (one operation per row where one does the same), then one `executemany`
+        # per statement shape: psycopg pipelines it into one round trip.
+        for generation in fold(operations):
+            statements: dict[str, list[tuple[Any, ...]]] = {}
+            for op in generation:
+                sql, params = self._statement(op, suffix)
+                statements.setdefault(sql, []).append(params)
+            for sql, params_seq in statements.items():
+                if len(params_seq) == 1:
+                    c.execute(sql, params_seq[0])
+                else:
+                    c.executemany(sql, params_seq)
+
+    def _statement(self, op: Operation, suffix: str) -> tuple[str, tuple[Any, ...]]:
+        if isinstance(op, Update):
+            sql = self._sql_of(
+                "update", op.table + suffix, tuple(op.values), tuple(op.key), (), op.table
             )
+            return sql, (*op.values.values(), *op.key.values())
+        counters = op.counters if isinstance(op, Add) else ()
+        kind = "add" if isinstance(op, Add) else "upsert"
+        return self._sql_of(kind, op.table + suffix, tuple(op.row), (), counters, op.table), tuple(
+            op.row.values()
+        )
+
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - a handful of shapes, store lives long
+    def _sql_of(
+        self,
+        kind: str,
+        table_name: str,
+        columns: tuple[str, ...],
+        key: tuple[str, ...],
+        counters: tuple[str, ...],
+        table: str,
+    ) -> str:
+        ph = self._ph
+        name = f"rm_{table_name}"
+        if kind == "update":
+            sets = ", ".join(f"{k} = {ph}" for k in columns)
+            where = " AND ".join(f"{k} = {ph}" for k in key)
+            return f"UPDATE {name} SET {sets} WHERE {where}"
+        table_key = TABLES[table].key
+        placeholders = ", ".join([ph] * len(columns))
+        updates = [
+            f"{k} = {name}.{k} + excluded.{k}" if k in counters else f"{k} = excluded.{k}"
+            for k in columns
+            if k not in table_key
+        ]
+        return (
+            f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({placeholders}) "
+            f"ON CONFLICT ({', '.join(table_key)}) DO UPDATE SET {', '.join(updates)}"
+        )
 
     # Rebuild -----------------------------------------------------------------------
 
@@ -287,14 +367,6 @@ class StalePosition(RuntimeError):
 
 def _index_name(table: Table, columns: tuple[str, ...], suffix: str) -> str:
     return f"ix_{table.name}_{'_'.join(columns)}{suffix}"
-
-
-def _table(name: str) -> Table:
-    for model in READ_MODELS:
-        for table in model.tables:
-            if table.name == name:
-                return table
-    raise LookupError(name)
 
 
 def open_database(data_dir: Path, database_url: str | None) -> Database:

@@ -599,3 +599,65 @@ READ_MODELS: tuple[ReadModel, ...] = (
     ),
 )
 BY_NAME = {model.name: model for model in READ_MODELS}
+TABLES = {table.name: table for model in READ_MODELS for table in model.tables}
+
+
+# Folding a batch -----------------------------------------------------------------------------
+
+
+def _key(op: Operation) -> tuple[str, tuple[Any, ...]]:
+    if isinstance(op, Update):
+        return op.table, tuple(op.key[k] for k in TABLES[op.table].key)
+    return op.table, tuple(op.row[k] for k in TABLES[op.table].key)
+
+
+def _merge(earlier: Operation, later: Operation) -> Operation | None:
+    """One operation with the effect of ``earlier`` then ``later`` on the same row, or
+    None when no single operation has it."""
+    if isinstance(earlier, Upsert) and isinstance(later, Upsert):
+        return Upsert(earlier.table, {**earlier.row, **later.row})
+    if isinstance(earlier, Upsert) and isinstance(later, Update):
+        # Inserted or updated by the first; the second sets some of its columns.
+        return Upsert(earlier.table, {**earlier.row, **later.values})
+    if isinstance(earlier, Update) and isinstance(later, Update):
+        return Update(earlier.table, earlier.key, {**earlier.values, **later.values})
+    if (
+        isinstance(earlier, Add)
+        and isinstance(later, Add)
+        and earlier.counters == later.counters
+        # Integers only: summing floats here rather than in the database would change
+        # the order of the additions, and so (in the last bits) the stored totals, which
+        # would then depend on how the log was cut into batches.
+        and all(type(earlier.row[c]) is int and type(later.row[c]) is int for c in earlier.counters)
+    ):
+        row = {**earlier.row, **later.row}
+        for counter in earlier.counters:
+            row[counter] = earlier.row[counter] + later.row[counter]
+        return Add(earlier.table, row, earlier.counters)
+    return None
+
+
+def fold(operations: Sequence[Operation]) -> list[list[Operation]]:
+    """The same effect as applying ``operations`` one by one, in fewer operations: those
+    on one row are merged where a single operation does the same (an insert then an
+    update of the delivery, counters added up). Returned as *generations*: each touches
+    a row at most once, so its operations may be applied in any order (grouped into one
+    statement per shape); generation n+1 must follow generation n."""
+    generations: list[list[Operation]] = []
+    last: dict[tuple[str, tuple[Any, ...]], tuple[int, int]] = {}  # row -> (gen, index)
+    for op in operations:
+        key = _key(op)
+        if key in last:
+            generation, index = last[key]
+            merged = _merge(generations[generation][index], op)
+            if merged is not None:
+                generations[generation][index] = merged
+                continue
+            generation += 1
+        else:
+            generation = 0
+        if generation == len(generations):
+            generations.append([])
+        generations[generation].append(op)
+        last[key] = (generation, len(generations[generation]) - 1)
+    return generations
