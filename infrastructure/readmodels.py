@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 
+from application.ports import EventHistory
 from infrastructure.sql import Cursor, Database, PostgresDatabase, SqliteDatabase
 from projections.readmodels import (
     BY_NAME,
@@ -108,6 +111,7 @@ class ReadModelStore:
         if not notifications:
             return 0
         events = [(n.id, app.mapper.to_domain_event(n)) for n in notifications]
+        self._warm(models, [event for _, event in events])
         operations = [
             operation
             for model in models
@@ -141,18 +145,29 @@ class ReadModelStore:
             notifications = app.recorder.select_notifications(start=start + 1, limit=limit)
             if not notifications:
                 continue
+            events = [(n.id, app.mapper.to_domain_event(n)) for n in notifications]
+            self._warm([model], [event for _, event in events])
             operations = [
                 operation
-                for n in notifications
-                for operation in model.handle(
-                    source, n.id, app.mapper.to_domain_event(n), self._context
-                )
+                for position, event in events
+                for operation in model.handle(source, position, event, self._context)
             ]
             with self.db.transaction(durable=False) as c:
                 self._advance(c, model.name + suffix, source, start, notifications[-1].id)
                 self._apply(c, operations, suffix)
             done += len(notifications)
         return done
+
+    def _warm(self, models: Sequence[ReadModel], events: Sequence[Any]) -> None:
+        wanted = [
+            pair
+            for model in models
+            if model.view_wanted is not None
+            for event in events
+            if (pair := model.view_wanted(event)) is not None
+        ]
+        if wanted:
+            self._context.warm_views(wanted)
 
     def _all_positions(self) -> dict[tuple[str, str], int]:
         with self.db.transaction(write=False) as c:
@@ -373,6 +388,59 @@ def open_database(data_dir: Path, database_url: str | None) -> Database:
     if database_url is None:
         return SqliteDatabase(data_dir / "readmodels.sqlite")
     return PostgresDatabase(database_url)
+
+
+class EntityViews:
+    """Store entities' JSON views at a version, cached (a version's view never changes).
+    `warm` reads the events of many entities in one query and keeps the views wanted, so
+    a batch of the `entities` model is not one repository read per event."""
+
+    def __init__(
+        self,
+        app: Application[Any],
+        history: EventHistory,
+        render: Callable[[Any], dict[str, Any]],
+        maxsize: int = 10_000,
+    ) -> None:
+        self._app = app
+        self._history = history
+        self._render = render
+        self._maxsize = maxsize
+        self._cache: OrderedDict[tuple[UUID, int], dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, entity_id: UUID, version: int) -> dict[str, Any]:
+        with self._lock:
+            found = self._cache.get((entity_id, version))
+            if found is not None:
+                self._cache.move_to_end((entity_id, version))
+                return found
+        view = self._render(self._app.repository.get(entity_id, version=version))
+        self._keep((entity_id, version), view)
+        return view
+
+    def warm(self, wanted: Sequence[tuple[UUID, int]]) -> None:
+        with self._lock:
+            missing = {pair for pair in wanted if pair not in self._cache}
+        if not missing:
+            return
+        ids = sorted({entity_id for entity_id, _ in missing})
+        aggregate: Any = None
+        for stored in self._history.events_of(ids):
+            event: Any = self._app.mapper.to_domain_event(stored)
+            if aggregate is not None and aggregate.id != event.originator_id:
+                aggregate = None
+            aggregate = event.mutate(aggregate)
+            pair = (event.originator_id, event.originator_version)
+            if pair in missing and aggregate is not None:
+                self._keep(pair, self._render(aggregate))
+
+    def _keep(self, pair: tuple[UUID, int], view: dict[str, Any]) -> None:
+        with self._lock:
+            self._cache[pair] = view
+            self._cache.move_to_end(pair)
+            while len(self._cache) > self._maxsize:
+                self._cache.popitem(last=False)
 
 
 def store_lookup(sources: dict[str, Application[Any]]) -> Callable[[str, UUID], UUID]:

@@ -75,6 +75,8 @@ class Context:
 
     view_at: Callable[[UUID, int], JSON]
     store_of: Callable[[str, UUID], UUID]  # (application name, aggregate id) -> store id
+    # Read many (entity id, version) views at once before a batch asks for them one by one.
+    warm_views: Callable[[Sequence[tuple[UUID, int]]], None] = lambda wanted: None
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,9 @@ class ReadModel:
     sources: tuple[str, ...]  # application names whose logs this model follows
     tables: tuple[Table, ...]
     handle: Callable[[str, int, Any, Context], Sequence[Operation]] = field(repr=False)
+    # The (entity id, version) view `handle` will ask the context for, if any: the engine
+    # reads a batch's views in one go (`Context.warm_views`) before handling it.
+    view_wanted: Callable[[Any], tuple[UUID, int] | None] | None = field(default=None, repr=False)
 
 
 def _actor(actor: Actor) -> str | None:
@@ -321,6 +326,12 @@ ENTITIES_TABLE = Table(
     ("entity_id",),
     (("store_id", "kind"),),
 )
+
+
+def _entity_view_wanted(event: Any) -> tuple[UUID, int] | None:
+    if type(event) not in EVENT_TYPES:
+        return None
+    return event.originator_id, event.originator_version
 
 
 def _entities(source: str, position: int, event: Any, context: Context) -> list[Operation]:
@@ -589,6 +600,7 @@ READ_MODELS: tuple[ReadModel, ...] = (
         ("commerce",),
         (ENTITIES_TABLE,),
         _entities,
+        _entity_view_wanted,
     ),
     ReadModel(
         "audit",

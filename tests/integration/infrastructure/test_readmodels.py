@@ -29,7 +29,8 @@ from domain.delivery import Delivery, DeliveryScheduled, EnvelopeCreated
 from domain.event_types import EVENT_CLASSES
 from domain.values import Actor
 from infrastructure.bootstrap import Services, build
-from infrastructure.readmodels import ReadModelStore, StalePosition
+from infrastructure.history import event_history
+from infrastructure.readmodels import EntityViews, ReadModelStore, StalePosition
 from infrastructure.settings import Settings
 from projections.readmodels import BY_NAME, READ_MODELS
 from tests.e2e.conftest import Pipeline
@@ -559,3 +560,34 @@ def index_count(store: ReadModelStore) -> int:
             "WHERE schemaname = current_schema() AND substr(indexname, 1, 3) = 'ix_'"
         )
     return int(store.query(sql)[0]["n"])
+
+
+def test_entity_views_read_in_one_go_equal_those_read_one_by_one(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given store entities with several versions each (every event type, on one store)
+    run_workload(services)
+    commerce = services.commerce
+    wanted = [
+        (UUID(str(n.originator_id)), n.originator_version)
+        for n in commerce.recorder.select_notifications(start=1, limit=10_000)
+    ]
+    assert len({entity_id for entity_id, _ in wanted}) < len(wanted)  # several versions
+    # When a fresh cache warms every (entity, version) at once
+    warmed = EntityViews(commerce, event_history(commerce.recorder), views.view)
+    warmed.warm(wanted)
+    # Then each view is the repository's view of that version, and no read was needed
+    # for any of them afterwards
+    calls: list[tuple[UUID, int]] = []
+    original = commerce.repository.get
+
+    def counting_get(entity_id: UUID, version: int | None = None) -> Any:
+        calls.append((entity_id, version or 0))
+        return original(entity_id, version=version)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(commerce.repository, "get", counting_get)  # a spy: counts reads
+        got = {pair: warmed(*pair) for pair in wanted}
+    assert calls == []
+    for (entity_id, version), view in got.items():
+        assert view == views.view(commerce.repository.get(entity_id, version=version))
