@@ -17,11 +17,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
-from uuid import UUID
 
 import dramatiq
+from eventsourcing.postgres import PostgresApplicationRecorder
 
 from application import views
 from application.commerce import Commerce
@@ -29,19 +28,26 @@ from application.directory import WebhookDirectory
 from application.dispatch import Dispatch
 from application.webhooks import Webhooks
 from domain.delivery import CircuitPolicy, RetryPolicy
-from infrastructure.broker import Queue, declare_deliver_actor, enqueue, make_broker
-from infrastructure.dispatcher import Dispatcher
+from infrastructure.broker import Queue, declare_deliver_actor, enqueue_many, make_broker
+from infrastructure.dispatcher import IDLE_LISTENING, IDLE_POLL, Dispatcher
 from infrastructure.history import event_history
 from infrastructure.idempotency import IdempotencyStore, open_idempotency_store
 from infrastructure.leader import Leadership, dispatcher_lock
 from infrastructure.metrics import DISPATCHER_ACTIVE, ServiceGauges
 from infrastructure.persistence import application_env, ensure_schema, schema_lock
-from infrastructure.readmodels import ReadModelStore, StalePosition, open_database, store_lookup
+from infrastructure.readmodels import (
+    EntityViews,
+    ReadModelStore,
+    StalePosition,
+    open_database,
+    store_lookup,
+)
 from infrastructure.schedule import Schedule, open_schedule_db
 from infrastructure.secrets import MasterKey, SealingKeeper, SecretBox
 from infrastructure.sender import Sender
 from infrastructure.settings import Settings
 from infrastructure.ssrf import TargetGuard
+from infrastructure.wakeup import CommitListener
 from infrastructure.worker import USER_AGENT, AttemptRecorder, DeliveryWorker
 from projections.envelopes import build_envelope
 from projections.readmodels import Context
@@ -122,14 +128,11 @@ def _build(
     )
     sources: dict[str, Any] = {"commerce": commerce, "webhooks": webhooks, "dispatch": dispatch}
 
-    @lru_cache(maxsize=10_000)
-    def view_at(entity_id: UUID, version: int) -> dict[str, Any]:
-        return views.view(commerce.repository.get(entity_id, version=version))
-
+    entity_views = EntityViews(commerce, event_history(commerce.recorder), views.view)
     read_models = ReadModelStore(
         open_database(settings.data_dir, settings.database_url),
         sources,
-        Context(view_at=view_at, store_of=store_lookup(sources)),
+        Context(view_at=entity_views, store_of=store_lookup(sources), warm_views=entity_views.warm),
     )
     return Services(
         settings=settings,
@@ -170,24 +173,57 @@ def start_dispatcher(
     dispatcher = Dispatcher(
         services.dispatch,
         schedule,
-        lambda message: enqueue(queue, message),
+        lambda messages: enqueue_many(queue, messages),
         webhooks=services.webhooks,
         lease_seconds=services.settings.lease_seconds,
         per_webhook=services.settings.webhook_concurrency,
         clock=clock,
     )
+    listener = start_commit_listener(services, dispatcher.nudge)
+
+    def idle_seconds() -> float:
+        # Poll as before whenever no notification can come (SQLite, or the listener
+        # reconnecting); else new commits nudge, and the wait only bounds time-driven work.
+        return IDLE_LISTENING if listener is not None and listener.listening else IDLE_POLL
+
     stop = threading.Event()
-    thread = threading.Thread(target=dispatcher.run, args=(stop,), name="dispatcher", daemon=True)
+    thread = threading.Thread(
+        target=dispatcher.run, args=(stop, idle_seconds), name="dispatcher", daemon=True
+    )
     thread.start()
 
     def close() -> None:
         stop.set()
         dispatcher.nudge()
         thread.join(timeout=10)
+        if listener is not None:
+            listener.close()
         schedule.close()
 
     services._closers.append(close)
     return dispatcher
+
+
+def start_commit_listener(
+    services: Services, on_commit: Callable[[], None]
+) -> CommitListener | None:
+    """On PostgreSQL, call ``on_commit`` whenever events are committed to the commerce
+    store (new store events to turn into envelopes) or the dispatch store (new deliveries
+    to schedule, attempts recorded by workers: retries to plan, in-flight room freed).
+    None on SQLite, which has no such notifications."""
+    url = services.settings.database_url
+    if url is None:
+        return None
+    channels = [
+        recorder.channel_name
+        for recorder in (services.commerce.recorder, services.dispatch.recorder)
+        if isinstance(recorder, PostgresApplicationRecorder)
+    ]
+    if not channels:
+        return None
+    # The same server and database as the stores; ``?schema=`` does not matter to
+    # LISTEN (channels are database-wide: see infrastructure/wakeup.py).
+    return CommitListener(url.split("?", 1)[0], channels, on_commit).start()
 
 
 def start_projector(services: Services, idle_seconds: float = 0.05) -> threading.Thread:

@@ -8,13 +8,15 @@ several installations (or test runs) on one Redis or RabbitMQ apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from uuid import uuid4
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import current_millis
 
 from infrastructure.settings import Settings
 
@@ -82,8 +84,92 @@ def declare_deliver_actor(
 
 def enqueue(queue: Queue, message: dict[str, Any]) -> None:
     """Send a delivery message without needing the actor in this process."""
-    queue.broker.enqueue(
-        dramatiq.Message(
-            queue_name=queue.name, actor_name=ACTOR, args=(message,), kwargs={}, options={}
-        )
+    queue.broker.enqueue(_message(queue, message))
+
+
+def enqueue_many(queue: Queue, messages: Sequence[dict[str, Any]]) -> None:
+    """Send a dispatcher pass's delivery messages, in order, in as few round trips as the
+    broker allows: one pipeline on Redis, one `enqueue` each elsewhere (RabbitMQ
+    publishes with confirms, message by message; the in-process broker costs nothing).
+
+    If it fails midway, some messages may have been sent and the others not; it raises,
+    and the dispatcher hands out again, when their leases run out, the deliveries whose
+    attempt was not recorded (at least once, as with a lost message)."""
+    if not messages:
+        return
+    from dramatiq.brokers.redis import RedisBroker
+
+    if isinstance(queue.broker, RedisBroker):
+        _redis_enqueue_many(queue.broker, [_message(queue, m) for m in messages])
+        return
+    for message in messages:
+        enqueue(queue, message)
+
+
+def _message(queue: Queue, message: dict[str, Any]) -> dramatiq.Message[Any]:
+    return dramatiq.Message(
+        queue_name=queue.name, actor_name=ACTOR, args=(message,), kwargs={}, options={}
     )
+
+
+def _redis_enqueue_many(broker: Any, messages: Sequence[dramatiq.Message[Any]]) -> None:
+    """What `RedisBroker.enqueue` (dramatiq 2.2.1) does for each message — a fresh
+    ``redis_message_id``, the middleware's ``before_enqueue``/``after_enqueue``, one call
+    of the broker's ``dispatch`` Lua script with the ``enqueue`` command — with the
+    script calls sent in one non-transactional pipeline: one round trip for the pass
+    instead of one per message. The bytes stored are exactly those `enqueue` stores.
+
+    Redis-specific internals used here (``scripts``, ``broker_id``, ``heartbeat_timeout``,
+    ``dead_message_ttl``, ``_should_do_maintenance``, ``_max_unpack_size``) are pinned by
+    dramatiq's version; tests/integration/infrastructure/test_broker.py reads a message
+    back and compares it with one sent by `enqueue`."""
+    script = broker.scripts["dispatch"]
+    sent = []
+    for message in messages:
+        # Each enqueued message needs a unique id in Redis (as in `RedisBroker.enqueue`).
+        message = message.copy(options={"redis_message_id": str(uuid4())})
+        broker.emit_before("enqueue", message, None)
+        sent.append(message)
+    pending = list(range(len(sent)))
+    for _ in range(2):
+        pipe = broker.client.pipeline(transaction=False)
+        for index in pending:
+            message = sent[index]
+            pipe.evalsha(
+                script.sha,
+                1,
+                broker.namespace,  # KEYS[1]
+                "enqueue",
+                current_millis(),
+                message.queue_name,
+                broker.broker_id,
+                broker.heartbeat_timeout,
+                broker.dead_message_ttl,
+                broker._should_do_maintenance("enqueue"),
+                broker._max_unpack_size(),
+                message.options["redis_message_id"],
+                message.encode(),
+            )
+        # EVALSHA, not redis-py's `Script` on a pipeline: that asks SCRIPT EXISTS first,
+        # a second round trip on every pass. A server that does not know the script
+        # (restarted, SCRIPT FLUSH) refuses each call with NOSCRIPT and runs nothing:
+        # load it and send exactly those calls again.
+        results = pipe.execute(raise_on_error=False)
+        missing = [i for i, r in zip(pending, results, strict=True) if _is_noscript(r)]
+        errors = [r for r in results if isinstance(r, Exception) and not _is_noscript(r)]
+        if errors:
+            raise errors[0]
+        if not missing:
+            break
+        script.sha = broker.client.script_load(script.script)
+        pending = missing
+    else:
+        raise RuntimeError("Redis refused the dramatiq dispatch script twice (NOSCRIPT)")
+    for message in sent:
+        broker.emit_after("enqueue", message, None)
+
+
+def _is_noscript(result: object) -> bool:
+    from redis.exceptions import NoScriptError
+
+    return isinstance(result, NoScriptError)

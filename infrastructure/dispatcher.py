@@ -32,6 +32,13 @@ log = logging.getLogger("webround.dispatcher")
 # While a webhook is disabled its deliveries wait, looked at again this often.
 HOLD = timedelta(seconds=60)
 HEALTH_CHECK_EVERY = timedelta(seconds=60)
+# How long an idle dispatcher waits before looking again, unless nudged: polling, when
+# nothing tells it about new commits (SQLite, embedded) ...
+IDLE_POLL = 0.02
+# ... and with a commit listener (PostgreSQL LISTEN/NOTIFY: infrastructure.wakeup), where
+# only time-driven work (retries falling due, leases running out, held webhooks, rate
+# limits) waits for it — up to this much later than due.
+IDLE_LISTENING = 0.25
 
 
 @dataclass
@@ -58,7 +65,7 @@ class Dispatcher:
         self,
         dispatch: Dispatch,
         schedule: Schedule,
-        enqueue: Callable[[dict[str, Any]], None],
+        enqueue_many: Callable[[list[dict[str, Any]]], None],
         *,
         webhooks: Webhooks | None = None,
         lease_seconds: float = 60.0,
@@ -68,7 +75,8 @@ class Dispatcher:
     ) -> None:
         self.dispatch = dispatch
         self.schedule = schedule
-        self._enqueue = enqueue
+        # Sends one pass's messages together (infrastructure.broker.enqueue_many).
+        self._enqueue_many = enqueue_many
         self._webhooks = webhooks
         self._lease = lease_seconds
         self._per_webhook = per_webhook
@@ -96,11 +104,25 @@ class Dispatcher:
         if not claimed:
             return 0
         self.dispatch.directory.refresh()
-        for item in claimed:
-            self._send(item, now)
+        messages: list[dict[str, Any]] = []
+        try:
+            for item in claimed:
+                message = self._message_for(item, now)
+                if message is not None:
+                    messages.append(message)
+        finally:
+            # One send for the pass (one round trip on Redis). Also when a later item
+            # failed (say the database went away while postponing one): what is ready
+            # goes out now rather than after its lease. Whatever is not sent — here or
+            # by a broker failing midway — stays leased and is claimed again when its
+            # lease runs out.
+            if messages:
+                self._enqueue_many(messages)
         return len(claimed)
 
-    def _send(self, item: Claimed, now: datetime) -> None:
+    def _message_for(self, item: Claimed, now: datetime) -> dict[str, Any] | None:
+        """The message that attempts a claimed delivery now, or None when the delivery
+        is settled here instead (webhook deleted), postponed (disabled, rate limited)."""
         target = self.dispatch.directory.get(item.webhook_id)
         if target is None or target.deleted:
             self.dispatch.record_attempts(
@@ -117,10 +139,10 @@ class Dispatcher:
                     )
                 ]
             )
-            return
+            return None
         if not target.enabled:
             self.schedule.postpone(item.delivery_id, now + HOLD)
-            return
+            return None
         if target.rate_limit:
             bucket = self._buckets.get(target.webhook_id)
             if bucket is None or bucket.rate != target.rate_limit:
@@ -129,7 +151,7 @@ class Dispatcher:
             wait = bucket.take(now)
             if wait:
                 self.schedule.postpone(item.delivery_id, now + timedelta(seconds=wait))
-                return
+                return None
         envelope = self._envelope(item.envelope_id)
         message = Message.for_target(
             target,
@@ -140,7 +162,7 @@ class Dispatcher:
             envelope_id=envelope.id,
             body=envelope.body,
         )
-        self._enqueue(message.to_json())
+        return message.to_json()
 
     def check_health(self, force: bool = False) -> list[UUID]:
         """Disable webhooks whose every delivery has failed for too long; returns them."""
@@ -177,9 +199,19 @@ class Dispatcher:
         """Something new was recorded: run the next pass now rather than after idling."""
         self._wake.set()
 
-    def run(self, stop: threading.Event, idle_seconds: float = 0.02) -> None:
-        """Loop until ``stop`` is set; a failing pass is logged and retried, never fatal."""
+    def run(
+        self, stop: threading.Event, idle_seconds: float | Callable[[], float] = IDLE_POLL
+    ) -> None:
+        """Loop until ``stop`` is set; a failing pass is logged and retried, never fatal.
+
+        When a pass finds nothing to do it waits ``idle_seconds`` (a number, or asked
+        before each wait) or until `nudge`: with a commit listener running
+        (infrastructure.wakeup) new events nudge it, and the wait only bounds how late
+        time-driven work is seen (a retry falling due, a lease running out)."""
         while not stop.is_set():
+            # Cleared before the pass, not after the wait: a nudge arriving during the
+            # pass (a commit the pass may have missed) makes the next wait return at once.
+            self._wake.clear()
             try:
                 busy = self.step()
             except Exception:
@@ -187,5 +219,4 @@ class Dispatcher:
                 busy = 0
                 stop.wait(1.0)
             if not busy:
-                self._wake.wait(idle_seconds)
-                self._wake.clear()
+                self._wake.wait(idle_seconds() if callable(idle_seconds) else idle_seconds)

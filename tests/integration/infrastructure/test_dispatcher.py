@@ -1,5 +1,6 @@
 """The dispatcher's isolation rules on real storage, with time under the test's control:
-per-webhook concurrency, the circuit breaker, rate limits and auto-disable.
+per-webhook concurrency, the circuit breaker, rate limits and auto-disable; and what a
+pass costs: the position it remembers, and one send per pass.
 
 No worker runs: messages the dispatcher would enqueue are collected, and attempts are
 recorded directly on the dispatch application, as a worker would.
@@ -7,6 +8,8 @@ recorded directly on the dispatch application, as a worker would.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -15,7 +18,8 @@ from uuid import UUID
 
 import pytest
 
-from application.dispatch import AttemptResult
+from application.dispatch import AttemptResult, Dispatch
+from domain.delivery import EnvelopeCreated
 from domain.values import Actor
 from infrastructure.bootstrap import Services, build, open_schedule
 from infrastructure.dispatcher import Dispatcher
@@ -44,6 +48,11 @@ class World:
     clock: Clock
     store_id: UUID
     sent: list[dict[str, Any]] = field(default_factory=list)
+    sends: int = 0  # calls of the dispatcher's enqueue_many
+
+    def enqueue_many(self, messages: list[dict[str, Any]]) -> None:
+        self.sends += 1
+        self.sent.extend(messages)
 
     def webhook(self, **fields: Any) -> UUID:
         created = self.services.webhooks.create_webhook(
@@ -99,7 +108,7 @@ def world(settings: Settings) -> Iterator[World]:
     world.dispatcher = Dispatcher(
         services.dispatch,
         schedule,
-        world.sent.append,
+        world.enqueue_many,
         webhooks=services.webhooks,
         per_webhook=2,
         clock=clock,
@@ -112,6 +121,16 @@ def world(settings: Settings) -> Iterator[World]:
 
 def by_webhook(messages: list[dict[str, Any]], webhook_id: UUID) -> list[dict[str, Any]]:
     return [m for m in messages if m["webhookId"] == str(webhook_id)]
+
+
+def envelopes(dispatch: Dispatch) -> list[Any]:
+    notifications = dispatch.recorder.select_notifications(start=None, limit=100_000)
+    events = [dispatch.mapper.to_domain_event(n) for n in notifications]
+    return [e for e in events if isinstance(e, EnvelopeCreated)]
+
+
+def commerce_head(services: Services) -> int:
+    return services.commerce.recorder.max_notification_id() or 0
 
 
 def test_one_webhook_never_has_more_than_its_share_in_flight(world: World) -> None:
@@ -241,3 +260,102 @@ def test_a_success_within_five_days_keeps_the_webhook(world: World) -> None:
     # Then it is not disabled
     assert world.dispatcher.check_health(force=True) == []
     assert world.services.webhooks.read_webhook(world.store_id, webhook)["enabled"] is True
+
+
+# What a pass costs ------------------------------------------------------------------------
+
+
+def test_a_pass_sends_its_messages_together(world: World) -> None:
+    # Given two webhooks (two deliveries in flight each) and 3 events
+    first, second = world.webhook(), world.webhook()
+    world.events(3)
+
+    # When the dispatcher makes one pass
+    sent = world.pass_()
+
+    # Then the 4 messages it may hand out went in one send, in the order claimed
+    assert world.sends == 1
+    assert len(by_webhook(sent, first)) == len(by_webhook(sent, second)) == 2
+    # And a pass with nothing to hand out sends nothing at all
+    assert world.pass_() == []
+    assert world.sends == 1
+
+
+def test_the_position_is_read_once_then_remembered(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a webhook and an event, and the tracking table's reads counted
+    world.webhook()
+    world.events(1)
+    recorder: Any = world.services.dispatch.recorder
+    reads = []
+    read = recorder.max_tracking_id
+
+    def counted(name: str) -> int | None:
+        reads.append(name)
+        return read(name)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(recorder, "max_tracking_id", counted)
+
+    # When the dispatcher makes a pass, an event is recorded, it makes another, then idles
+    first = world.pass_()
+    world.events(1)
+    second = world.pass_()
+    idle = world.pass_()
+
+    # Then each pass processed the new event once: one message each, nothing when idle
+    assert len(first) == len(second) == 1
+    assert first[0]["eventId"] != second[0]["eventId"]
+    assert idle == []
+    # And the position was read from the tracking table once, then known
+    assert len(reads) == 1
+    assert world.services.dispatch.position == commerce_head(world.services)
+
+
+def test_a_dispatch_moved_past_by_another_resumes_without_duplicates(
+    world: World, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a dispatcher that processed an event (and so remembers its position)
+    world.webhook()
+    world.events(1)
+    assert len(world.pass_()) == 1
+
+    # When another dispatch on the same storage (a standby that was active meanwhile)
+    # processes two more events
+    world.events(2)
+    other = build(settings)
+    try:
+        assert other.dispatch.process_new_events() == 2
+    finally:
+        other.close()
+    # And one more event is recorded, and the first dispatcher runs
+    world.events(1)
+    stop = threading.Event()
+    world.dispatcher.step = _stop_after(world.dispatcher.step, stop, passes=3)  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="webround.dispatcher"):
+        world.dispatcher.run(stop, idle_seconds=0)
+
+    # Then no pass failed, and every event has exactly one envelope
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    created = envelopes(world.services.dispatch)
+    assert len(created) == 4
+    assert len({e.event_id for e in created}) == 4
+    # And it carries on from the head of the store's log
+    assert world.services.dispatch.position == commerce_head(world.services)
+    world.events(1)
+    assert world.services.dispatch.process_new_events() == 1
+
+
+def _stop_after(step: Any, stop: threading.Event, passes: int) -> Any:
+    """``step``, setting ``stop`` once it has run ``passes`` times."""
+    done = []
+
+    def counted() -> int:
+        try:
+            return int(step())
+        finally:
+            done.append(1)
+            if len(done) >= passes:
+                stop.set()
+
+    return counted
