@@ -16,6 +16,7 @@ from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
 from application import views
 from application.errors import Conflict, NotFound
+from application.recorded import NotifiesOnRecord
 from application.transcodings import register_store_transcodings
 from domain.base import StoreAggregate
 from domain.catalog import Product, Sku, Variant
@@ -32,7 +33,7 @@ JSON = dict[str, Any]
 _ATTEMPTS = 3
 
 
-class Commerce(Application[UUID]):
+class Commerce(NotifiesOnRecord, Application[UUID]):
     name = "commerce"
     snapshotting_intervals = {Order: 50, Customer: 50, Product: 50, Variant: 50, Sku: 100}
 

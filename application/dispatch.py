@@ -27,6 +27,7 @@ from application.commerce import Commerce
 from application.directory import WebhookDirectory
 from application.errors import Conflict, NotFound
 from application.ports import BuildEnvelope, EventHistory
+from application.recorded import NotifiesOnRecord
 from application.transcodings import register_store_transcodings
 from domain.base import StoreAggregate
 from domain.delivery import (
@@ -65,7 +66,7 @@ class AttemptResult:
         return self.status_code == 410
 
 
-class Dispatch(Application[UUID]):
+class Dispatch(NotifiesOnRecord, Application[UUID]):
     name = "dispatch"
 
     def __init__(

@@ -180,6 +180,8 @@ def start_dispatcher(
         clock=clock,
     )
     listener = start_commit_listener(services, dispatcher.nudge)
+    # Saves in this process (API commands, workers' attempts in `serve`) wake it at once.
+    cancels = [app.on_recorded(dispatcher.nudge) for app in (services.commerce, services.dispatch)]
 
     def idle_seconds() -> float:
         # Poll as before whenever no notification can come (SQLite, or the listener
@@ -194,6 +196,8 @@ def start_dispatcher(
 
     def close() -> None:
         stop.set()
+        for cancel in cancels:
+            cancel()
         dispatcher.nudge()
         thread.join(timeout=10)
         if listener is not None:

@@ -33,8 +33,9 @@ log = logging.getLogger("webround.dispatcher")
 HOLD = timedelta(seconds=60)
 HEALTH_CHECK_EVERY = timedelta(seconds=60)
 # How long an idle dispatcher waits before looking again, unless nudged: polling, when
-# nothing tells it about new commits (SQLite, embedded) ...
-IDLE_POLL = 0.02
+# nothing tells it about other processes' commits (SQLite, embedded: saves made in its
+# own process nudge it, see application/recorded.py) ...
+IDLE_POLL = 0.1
 # ... and with a commit listener (PostgreSQL LISTEN/NOTIFY: infrastructure.wakeup), where
 # only time-driven work (retries falling due, leases running out, held webhooks, rate
 # limits) waits for it — up to this much later than due.

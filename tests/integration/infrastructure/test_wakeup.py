@@ -19,7 +19,15 @@ import psycopg
 import pytest
 
 from domain.values import Actor
-from infrastructure.bootstrap import Services, build, open_schedule, start_commit_listener
+from infrastructure import bootstrap
+from infrastructure.bootstrap import (
+    Services,
+    build,
+    open_queue,
+    open_schedule,
+    start_commit_listener,
+    start_dispatcher,
+)
 from infrastructure.dispatcher import Dispatcher
 from infrastructure.settings import Settings
 from infrastructure.wakeup import CommitListener
@@ -159,3 +167,29 @@ def test_a_listener_on_a_database_that_is_not_there_keeps_trying_and_closes(
         started = time.monotonic()
         listener.close()
         assert time.monotonic() - started < 2.0
+
+
+def test_in_embedded_mode_a_command_of_the_same_process_wakes_the_dispatcher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the embedded mode with a webhook, and a dispatcher started as `serve` starts
+    # it but polling only every 5 s
+    monkeypatch.setattr(bootstrap, "IDLE_POLL", LONG_IDLE)
+    services = build(Settings(data_dir=tmp_path / "data"))
+    try:
+        store_id = UUID(services.webhooks.create_store("Shop", Actor.system())["storeId"])
+        services.webhooks.create_webhook(
+            store_id, Actor.system(), url="https://93.184.215.14/hook", event_types=["*"]
+        )
+        queue = open_queue(services)
+        start_dispatcher(services, queue)
+        broker: Any = queue.broker
+        time.sleep(0.5)  # the first pass, at start, is done
+
+        # When an event is recorded through the store, in the same process
+        register(services, store_id)
+
+        # Then the dispatcher hands its delivery to the queue well within 2 s
+        assert wait_for(lambda: broker.queues[queue.name].qsize() == 1, timeout=2.0)
+    finally:
+        services.close()
