@@ -10,7 +10,7 @@ position in the same transaction), so a transaction may be opened ``durable=Fals
 PostgreSQL its commit does not wait for the WAL flush (``synchronous_commit = off``),
 and SQLite files run ``synchronous=NORMAL`` in WAL mode. A crash can then lose the last
 few commits — rows and position together — and the projection does them again
-(docs/adr/0012-batched-projections.md).
+(docs/adr/0012-batched-projections-and-wake-ups.md).
 """
 
 from __future__ import annotations
