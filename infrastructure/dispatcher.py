@@ -98,10 +98,9 @@ class Dispatcher:
 
     def enqueue_due(self) -> int:
         now = self._clock()
-        room = self._max_in_flight - self.schedule.in_flight(now)
-        if room <= 0:
-            return 0
-        claimed = self.schedule.claim(now, min(room, 500), self._lease, self._per_webhook)
+        claimed = self.schedule.claim(
+            now, 500, self._lease, self._per_webhook, max_in_flight=self._max_in_flight
+        )
         if not claimed:
             return 0
         self.dispatch.directory.refresh()

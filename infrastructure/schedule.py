@@ -9,11 +9,17 @@ not messages in a worker's memory.
 Claims isolate webhooks from each other: at most ``per_webhook`` deliveries of one webhook
 are in flight at once, and a webhook whose circuit is open (it kept failing, see
 `domain.delivery.CircuitPolicy`) gets none until its cool-down ends, then one probe.
+
+It is on the dispatcher's hot path, so each step costs few statements: a catch-up folds
+its batch per delivery and per webhook (`projections.schedule`) and writes the result
+with one ``executemany`` per kind of row, remembering its position between batches; a
+claim is one statement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +30,15 @@ from application.dispatch import Dispatch
 from application.views import timestamp
 from domain.delivery import CircuitPolicy, DeliveryAttempted, DeliveryScheduled
 from infrastructure.sql import Cursor, Database, PostgresDatabase, SqliteDatabase
-from projections.schedule import Change, Due, Outcome, Retry, outcome_of, schedule_change
+from projections.schedule import (
+    Folded,
+    HealthRecord,
+    Outcome,
+    fold_changes,
+    fold_outcomes,
+    outcome_of,
+    schedule_change,
+)
 
 _TOPICS = [f"{cls.__module__}:{cls.__qualname__}" for cls in (DeliveryScheduled, DeliveryAttempted)]
 
@@ -74,11 +88,43 @@ def _dt(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
+def _ts_or_none(moment: datetime | None) -> float | None:
+    return None if moment is None else _ts(moment)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# Bound parameters per ``IN (...)`` list: well within SQLite's and PostgreSQL's limits.
+_IN_LIST = 500
+
+
+class _Overtaken(RuntimeError):
+    """The tracking position is not where this batch began: another writer moved it on,
+    or the server lost our last (non-durable) commits."""
+
+    def __init__(self) -> None:
+        super().__init__("the schedule was advanced by another process")
+
+
 class Schedule:
-    def __init__(self, db: Database, policy: CircuitPolicy | None = None) -> None:
+    def __init__(
+        self, db: Database, policy: CircuitPolicy | None = None, recheck_after: float = 1.0
+    ) -> None:
         self.db = db
         self.policy = policy or CircuitPolicy()
         self._ph = db.placeholder
+        self._lock = " FOR UPDATE SKIP LOCKED" if isinstance(db, PostgresDatabase) else ""
+        # The tracking position as this instance last committed or read it (None: not
+        # known, read it), and when. A batch's guard finds it out of date if the position
+        # moved meanwhile (another writer moved it on, or the server lost our last
+        # non-durable commits); with nothing new in the log there is no batch to find
+        # that, so the position is read again once it is ``recheck_after`` seconds old.
+        self._position: int | None = None
+        self._position_at = 0.0
+        self._recheck_after = recheck_after
         t = db.types
         with db.transaction() as c:
             c.execute(
@@ -116,10 +162,30 @@ class Schedule:
             return int(c.fetchone()[0])
 
     def catch_up(self, dispatch: Dispatch, limit: int = 1000) -> int:
-        start = self.position()
+        """Apply up to ``limit`` new notifications of the dispatch log (deliveries and
+        attempts) exactly once, rows and position in one transaction; returns the number
+        of schedule changes applied."""
         head = dispatch.recorder.max_notification_id() or 0
+        start = self._position
+        if start is not None:
+            if head > start:
+                try:
+                    return self._catch_up(dispatch, start, head, limit)
+                except _Overtaken:
+                    pass  # the position moved since we knew it: go on from where it is
+            elif time.monotonic() - self._position_at < self._recheck_after:
+                return 0  # nothing new since we knew the position: not even a transaction
+        start = self.position()
         if head <= start:
+            self._remember(start)
             return 0
+        return self._catch_up(dispatch, start, head, limit)
+
+    def _remember(self, position: int) -> None:
+        self._position, self._position_at = position, time.monotonic()
+
+    def _catch_up(self, dispatch: Dispatch, start: int, head: int, limit: int) -> int:
+        self._position = None  # known again only once this batch commits
         notifications = dispatch.recorder.select_notifications(
             start=start + 1, limit=limit, stop=head, topics=_TOPICS
         )
@@ -128,7 +194,9 @@ class Schedule:
         events = [dispatch.mapper.to_domain_event(n) for n in notifications]
         changes = [c for c in map(schedule_change, events) if c is not None]
         outcomes = [o for o in map(outcome_of, events) if o is not None]
-        with self.db.transaction() as c:
+        # Rows and position commit together: a commit lost in a crash loses both and is
+        # applied again (see `_position`), so the commit need not wait for the WAL flush.
+        with self.db.transaction(durable=False) as c:
             # The position moves forward only from where this batch began: a second
             # writer fails here rather than apply the same changes twice.
             c.execute(
@@ -136,66 +204,86 @@ class Schedule:
                 (position, start),
             )
             if c.rowcount != 1:
-                raise RuntimeError("the schedule was advanced by another process")
-            for change in changes:
-                self._apply(c, change)
-            for outcome in outcomes:
-                self._record_outcome(c, outcome)
+                raise _Overtaken()
+            self._apply(c, fold_changes(changes))
+            self._record_outcomes(c, outcomes)
+        self._remember(position)
         return len(changes)
 
-    def _apply(self, c: Cursor, change: Change) -> None:
-        if isinstance(change, Due):
-            c.execute(
-                self._sql(
-                    "INSERT INTO due_deliveries VALUES (?, ?, ?, ?, 1, ?, NULL) "
-                    "ON CONFLICT DO NOTHING"
-                ),
-                (
-                    str(change.delivery_id),
-                    str(change.webhook_id),
-                    str(change.envelope_id),
-                    str(change.store_id),
-                    _ts(change.due_at),
-                ),
+    def _apply(self, c: Cursor, folded: Folded) -> None:
+        # In this order (see `Folded`): a delivery may have both a delete and an insert, or
+        # an update and an insert, in one batch.
+        if folded.deletes:
+            c.executemany(
+                self._sql("DELETE FROM due_deliveries WHERE delivery_id = ?"),
+                [(str(delivery_id),) for delivery_id in folded.deletes],
             )
-        elif isinstance(change, Retry):
-            c.execute(
+        if folded.updates:
+            c.executemany(
                 self._sql(
                     "UPDATE due_deliveries SET attempt = ?, due_at = ?, lease_until = NULL "
                     "WHERE delivery_id = ? AND attempt < ?"
                 ),
-                (
-                    change.next_attempt,
-                    _ts(change.due_at),
-                    str(change.delivery_id),
-                    change.next_attempt,
-                ),
+                [
+                    (r.next_attempt, _ts(r.due_at), str(r.delivery_id), r.next_attempt)
+                    for r in folded.updates
+                ],
             )
-        else:
-            c.execute(
-                self._sql("DELETE FROM due_deliveries WHERE delivery_id = ?"),
-                (str(change.delivery_id),),
+        if folded.inserts:
+            c.executemany(
+                self._sql(
+                    "INSERT INTO due_deliveries VALUES (?, ?, ?, ?, ?, ?, NULL) "
+                    "ON CONFLICT DO NOTHING"
+                ),
+                [
+                    (
+                        str(d.delivery_id),
+                        str(d.webhook_id),
+                        str(d.envelope_id),
+                        str(d.store_id),
+                        d.attempt,
+                        _ts(d.due_at),
+                    )
+                    for d in folded.inserts
+                ],
             )
 
-    def _record_outcome(self, c: Cursor, outcome: Outcome) -> None:
-        current = self._health_in(c, outcome.webhook_id)
-        row: tuple[int, float | None, float | None, float | None]
-        if outcome.succeeded:
-            row = (0, None, _ts(outcome.at), None)
-        else:
-            failures = current.consecutive_failures + 1
-            since = current.failing_since or outcome.at
-            until = self.policy.open_until(failures, outcome.at)
-            last = current.last_success_at
-            row = (failures, _ts(since), _ts(last) if last else None, _ts(until) if until else None)
-        c.execute(
+    def _record_outcomes(self, c: Cursor, outcomes: Sequence[Outcome]) -> None:
+        """Count the batch's attempt outcomes in their webhooks' health: one read of the
+        current records, folded in log order, and one upsert per webhook."""
+        if not outcomes:
+            return
+        webhook_ids = [str(w) for w in dict.fromkeys(o.webhook_id for o in outcomes)]
+        current: dict[UUID, HealthRecord] = {}
+        for chunk in _chunks(webhook_ids, _IN_LIST):
+            c.execute(
+                self._sql(
+                    "SELECT webhook_id, consecutive_failures, failing_since, last_success_at,"  # noqa: S608 (placeholders only)
+                    " open_until FROM webhook_health"
+                    f" WHERE webhook_id IN ({', '.join('?' * len(chunk))})"
+                ),
+                chunk,
+            )
+            for row in c.fetchall():
+                current[UUID(str(row[0]))] = _record(row[1:])
+        records = fold_outcomes(current, outcomes, self.policy)
+        c.executemany(
             self._sql(
                 "INSERT INTO webhook_health VALUES (?, ?, ?, ?, ?) ON CONFLICT (webhook_id) DO "
                 "UPDATE SET consecutive_failures = excluded.consecutive_failures, "
                 "failing_since = excluded.failing_since, "
                 "last_success_at = excluded.last_success_at, open_until = excluded.open_until"
             ),
-            (str(outcome.webhook_id), *row),
+            [
+                (
+                    str(webhook_id),
+                    r.consecutive_failures,
+                    _ts_or_none(r.failing_since),
+                    _ts_or_none(r.last_success_at),
+                    _ts_or_none(r.open_until),
+                )
+                for webhook_id, r in records.items()
+            ],
         )
 
     def _health_in(self, c: Cursor, webhook_id: UUID) -> Health:
@@ -207,9 +295,10 @@ class Schedule:
             (str(webhook_id),),
         )
         row = c.fetchone()
-        if row is None:
-            return Health(webhook_id, 0, None, None, None)
-        return Health(webhook_id, int(row[0]), _dt(row[1]), _dt(row[2]), _dt(row[3]))
+        r = HealthRecord() if row is None else _record(row)
+        return Health(
+            webhook_id, r.consecutive_failures, r.failing_since, r.last_success_at, r.open_until
+        )
 
     # Claims --------------------------------------------------------------------------
 
@@ -219,45 +308,74 @@ class Schedule:
         limit: int,
         lease_seconds: float,
         per_webhook: int = 1_000_000,
+        max_in_flight: int | None = None,
     ) -> list[Claimed]:
         """Lease up to ``limit`` due deliveries, oldest first, at most ``per_webhook`` of
         one webhook in flight, none of a webhook whose circuit is open and one probe of a
-        webhook whose circuit is half-open."""
+        webhook whose circuit is half-open; given ``max_in_flight``, no more than bring
+        the deliveries in flight (`in_flight`) to that many in all."""
         moment = _ts(now)
+        if max_in_flight is None:
+            room, room_params = "?", [limit]
+        else:
+            # What is left of max_in_flight, up to limit (never negative: SQLite reads a
+            # negative LIMIT as none at all).
+            room = (
+                "(SELECT CASE WHEN r < 0 THEN 0 WHEN r < ? THEN r ELSE ? END"
+                " FROM (SELECT ? - COALESCE(sum(n), 0) AS r FROM busy) AS room)"
+            )
+            room_params = [limit, limit, max_in_flight]
         with self.db.transaction() as c:
             c.execute(
                 self._sql(
-                    "WITH busy AS (SELECT webhook_id, count(*) AS n FROM due_deliveries"
+                    # In flight: leased, lease not run out.
+                    "WITH busy AS (SELECT webhook_id, count(*) AS n FROM due_deliveries"  # noqa: S608 (ours, not input)
                     "  WHERE lease_until >= ? GROUP BY webhook_id),"
-                    " candidates AS (SELECT d.delivery_id, d.webhook_id, d.envelope_id,"
-                    "  d.store_id, d.attempt, d.due_at, ROW_NUMBER() OVER"
-                    "  (PARTITION BY d.webhook_id ORDER BY d.due_at) AS rank"
-                    "  FROM due_deliveries d WHERE d.due_at <= ?"
-                    "  AND (d.lease_until IS NULL OR d.lease_until < ?))"
-                    " SELECT c.delivery_id, c.webhook_id, c.envelope_id, c.store_id, c.attempt"
-                    " FROM candidates c"
-                    " LEFT JOIN busy b ON b.webhook_id = c.webhook_id"
-                    " LEFT JOIN webhook_health h ON h.webhook_id = c.webhook_id"
-                    " WHERE (h.open_until IS NULL AND c.rank + COALESCE(b.n, 0) <= ?)"
-                    "  OR (h.open_until <= ? AND c.rank + COALESCE(b.n, 0) <= 1)"
-                    " ORDER BY c.due_at LIMIT ?"
+                    # Due, unleased rows ranked per webhook, oldest first. A webhook whose
+                    # circuit is open, or already at its cap, is left out before the
+                    # ranking: its held rows (however many) cost no sorting. The cap is
+                    # per_webhook, or 1 (one probe) while the circuit is half-open.
+                    " candidates AS (SELECT d.delivery_id, d.due_at,"
+                    "  COALESCE(b.n, 0) AS in_flight,"
+                    "  CASE WHEN h.open_until IS NULL THEN ? ELSE 1 END AS cap,"
+                    "  ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.due_at) AS rank"
+                    "  FROM due_deliveries d"
+                    "  LEFT JOIN webhook_health h ON h.webhook_id = d.webhook_id"
+                    "  LEFT JOIN busy b ON b.webhook_id = d.webhook_id"
+                    "  WHERE d.due_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)"
+                    "  AND (h.open_until IS NULL OR h.open_until <= ?)"
+                    "  AND COALESCE(b.n, 0) < CASE WHEN h.open_until IS NULL THEN ? ELSE 1 END),"
+                    " chosen AS (SELECT delivery_id FROM candidates WHERE rank + in_flight <= cap"
+                    f"  ORDER BY due_at LIMIT {room}),"
+                    # PostgreSQL: lock the chosen rows, skipping those another transaction
+                    # holds (a concurrent claim takes them), so that claims never wait for
+                    # each other's locks in different orders (a deadlock).
+                    " taken AS (SELECT delivery_id FROM due_deliveries"
+                    f"  WHERE delivery_id IN (SELECT delivery_id FROM chosen){self._lock})"
+                    # Re-checked as each row is taken: on PostgreSQL a row that a
+                    # concurrent claim leased since this one's snapshot is found leased and
+                    # skipped, so no row is handed out twice (SQLite runs one writer at a
+                    # time).
+                    " UPDATE due_deliveries SET lease_until = ?"
+                    " WHERE delivery_id IN (SELECT delivery_id FROM taken)"
+                    " AND (lease_until IS NULL OR lease_until < ?)"
+                    " RETURNING delivery_id, webhook_id, envelope_id, store_id, attempt, due_at"
                 ),
-                (moment, moment, moment, per_webhook, moment, limit),
+                [
+                    moment,
+                    per_webhook,
+                    moment,
+                    moment,
+                    moment,
+                    per_webhook,
+                    *room_params,
+                    moment + lease_seconds,
+                    moment,
+                ],
             )
-            taken = []
-            for row in c.fetchall():
-                # Re-checked as the row is taken: on PostgreSQL a concurrent claim waits for
-                # this row's lock and then finds it leased, so no row is handed out twice.
-                c.execute(
-                    self._sql(
-                        "UPDATE due_deliveries SET lease_until = ? WHERE delivery_id = ? "
-                        "AND (lease_until IS NULL OR lease_until < ?)"
-                    ),
-                    (moment + lease_seconds, str(row[0]), moment),
-                )
-                if c.rowcount == 1:
-                    taken.append(_claimed(row))
-        return taken
+            rows = c.fetchall()
+        # RETURNING comes in no particular order.
+        return [_claimed(row) for row in sorted(rows, key=lambda row: float(row[5]))]
 
     def postpone(self, delivery_id: UUID, due_at: datetime) -> None:
         with self.db.transaction() as c:
@@ -328,6 +446,11 @@ class Schedule:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _record(row: Sequence[Any]) -> HealthRecord:
+    """A webhook_health row's record, from its columns after webhook_id."""
+    return HealthRecord(int(row[0]), _dt(row[1]), _dt(row[2]), _dt(row[3]))
 
 
 def _claimed(row: Sequence[Any]) -> Claimed:

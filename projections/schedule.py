@@ -2,29 +2,34 @@
 
 A projection of the dispatch log: a delivery is due from when it is scheduled, again at
 each failed attempt's ``next_attempt_at``, and leaves the schedule when it succeeds or
-fails for good. This pure mapping says what each event changes; the SQL table that holds
-the schedule (and its tracking position, in the same transaction) is infrastructure's.
+fails for good. This pure mapping says what each event changes, and how a batch of
+changes folds into few row operations (`fold_changes`, `fold_outcomes`); the SQL table
+that holds the schedule (and its tracking position, in the same transaction) is
+infrastructure's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain.delivery import DeliveryAttempted, DeliveryScheduled
+from domain.delivery import CircuitPolicy, DeliveryAttempted, DeliveryScheduled
 
 
 @dataclass(frozen=True)
 class Due:
-    """A new delivery, due at ``due_at`` for its first attempt."""
+    """A new delivery, due at ``due_at`` for ``attempt``: its first when it is scheduled,
+    a later one when a retry in the same batch was folded into it (`fold_changes`)."""
 
     delivery_id: UUID
     webhook_id: UUID
     envelope_id: UUID
     store_id: UUID
     due_at: datetime
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -73,3 +78,107 @@ def schedule_change(domain_event: Any) -> Change | None:
             return Done(a.originator_id)
         return Retry(a.originator_id, a.number + 1, a.next_attempt_at)
     return None
+
+
+# Folding a batch ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A batch's changes as row operations, to run in this order: ``deletes``, then
+    ``updates`` (each only where the row's attempt is lower than the retry's, so an old
+    retry never overwrites a newer one), then ``inserts`` (none where the row exists)."""
+
+    deletes: list[UUID] = field(default_factory=list)
+    updates: list[Retry] = field(default_factory=list)
+    inserts: list[Due] = field(default_factory=list)
+
+
+@dataclass
+class _Net:
+    """What one delivery's changes in a batch amount to so far."""
+
+    earlier: bool  # a row from an earlier batch may still be in the table
+    delete: bool = False  # delete that row (the delivery was done)
+    update: Retry | None = None  # move that row to this retry (where its attempt is lower)
+    insert: Due | None = None  # add this row (where there is none)
+
+
+def fold_changes(changes: Iterable[Change]) -> Folded:
+    """Fold a batch of changes, in log order, into at most one delete, update and insert
+    per delivery, leaving the same rows as applying each change in turn would: a Due
+    inserts its row unless there is one, a Retry moves the row to its attempt if that is
+    higher than the row's, a Done deletes the row.
+
+    A delivery's Due comes from its first event (`DeliveryScheduled`, version 1), and
+    the tracking position applies every event once, so no row of it exists before the
+    batch that holds its Due: a Due then Done needs no row at all, and a Due then Retry
+    is inserted at the retry's attempt and due time.
+    """
+    nets: dict[UUID, _Net] = {}
+    for change in changes:
+        net = nets.get(change.delivery_id)
+        if net is None:
+            net = nets[change.delivery_id] = _Net(earlier=not isinstance(change, Due))
+        if isinstance(change, Due):
+            if net.insert is None:  # a second Due would find the row there: nothing
+                net.insert = change
+        elif isinstance(change, Retry):
+            if net.insert is not None and net.insert.attempt < change.next_attempt:
+                net.insert = replace(net.insert, attempt=change.next_attempt, due_at=change.due_at)
+            # Guarded updates compose: the later of two applies only if its attempt is
+            # higher, so the one with the highest attempt (the first of equals) says it all.
+            if net.earlier and (
+                net.update is None or net.update.next_attempt < change.next_attempt
+            ):
+                net.update = change
+        else:
+            net.delete = net.delete or net.earlier
+            net.earlier, net.update, net.insert = False, None, None
+    folded = Folded()
+    for delivery_id, net in nets.items():
+        if net.delete:
+            folded.deletes.append(delivery_id)
+        if net.update is not None:
+            folded.updates.append(net.update)
+        if net.insert is not None:
+            folded.inserts.append(net.insert)
+    return folded
+
+
+@dataclass(frozen=True)
+class HealthRecord:
+    """A webhook's record as its attempts' outcomes leave it (circuit breaker,
+    auto-disable): a webhook without outcomes has the empty record, a closed circuit."""
+
+    consecutive_failures: int = 0
+    failing_since: datetime | None = None
+    last_success_at: datetime | None = None
+    open_until: datetime | None = None
+
+    def after(self, outcome: Outcome, policy: CircuitPolicy) -> HealthRecord:
+        """The record once ``outcome`` is counted: a success closes the circuit and
+        clears the failures; a failure adds one and (re)opens the circuit per ``policy``."""
+        if outcome.succeeded:
+            return HealthRecord(0, None, outcome.at, None)
+        failures = self.consecutive_failures + 1
+        return HealthRecord(
+            failures,
+            self.failing_since or outcome.at,
+            self.last_success_at,
+            policy.open_until(failures, outcome.at),
+        )
+
+
+def fold_outcomes(
+    current: Mapping[UUID, HealthRecord], outcomes: Iterable[Outcome], policy: CircuitPolicy
+) -> dict[UUID, HealthRecord]:
+    """The records of the webhooks that have ``outcomes`` (in log order), starting from
+    their ``current`` ones (the empty record where there is none)."""
+    records: dict[UUID, HealthRecord] = {}
+    for outcome in outcomes:
+        before = records.get(outcome.webhook_id)
+        if before is None:
+            before = current.get(outcome.webhook_id, HealthRecord())
+        records[outcome.webhook_id] = before.after(outcome, policy)
+    return records

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
 
 from application.dispatch import AttemptResult
@@ -53,7 +54,8 @@ def second(services: Services, settings: Settings) -> Iterator[Schedule]:
 
 class Shop:
     """A store with one webhook for everything; each `deliveries(n)` records n events and
-    processes them, returning their deliveries in log order."""
+    processes them, returning their deliveries in log order (the first webhook's; `other`
+    adds a second webhook for everything, whose deliveries `of` finds)."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -61,6 +63,12 @@ class Shop:
         created = services.webhooks.create_webhook(self.store, SYSTEM, url=URL, event_types=["*"])
         self.webhook = UUID(created["id"])
         self.count = 0
+
+    def other(self) -> UUID:
+        created = self.services.webhooks.create_webhook(
+            self.store, SYSTEM, url=URL + "2", event_types=["*"]
+        )
+        return UUID(created["id"])
 
     def deliveries(self, n: int) -> list[UUID]:
         customers = []
@@ -75,6 +83,11 @@ class Shop:
         return [
             delivery_id_of(envelope_id_of(event_id_of(c.id, 1)), self.webhook) for c in customers
         ]
+
+    def of(self, webhook: UUID, deliveries: list[UUID]) -> list[UUID]:
+        """The deliveries to ``webhook`` of the same events as ``deliveries``."""
+        dispatch = self.services.dispatch
+        return [delivery_id_of(dispatch.delivery(d).envelope_id, webhook) for d in deliveries]
 
     def attempt(self, delivery_id: UUID, number: int, status: int | None, at: datetime) -> None:
         changed = self.services.dispatch.record_attempts(
@@ -99,6 +112,25 @@ def after_processing() -> datetime:
 
 def ids(claimed: list[Claimed]) -> list[UUID]:
     return [c.delivery_id for c in claimed]
+
+
+def rows(schedule: Schedule) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the schedule's tables, in a stable order."""
+    with schedule.db.transaction() as c:
+        c.execute("SELECT * FROM due_deliveries ORDER BY delivery_id")
+        due = [tuple(row) for row in c.fetchall()]
+        c.execute("SELECT * FROM webhook_health ORDER BY webhook_id")
+        health = [tuple(row) for row in c.fetchall()]
+    return {"due_deliveries": due, "webhook_health": health}
+
+
+def forget_everything(schedule: Schedule) -> None:
+    """Empty the schedule's tables and move its position back to the log's start, as
+    though every commit of it had been lost."""
+    with schedule.db.transaction() as c:
+        c.execute("DELETE FROM due_deliveries")
+        c.execute("DELETE FROM webhook_health")
+        c.execute("UPDATE due_tracking SET position = 0")
 
 
 # Catching up ------------------------------------------------------------------------------
@@ -228,6 +260,124 @@ def test_a_schedule_overtaken_by_another_applies_nothing(
     assert overtaken == [True]
     assert second.pending() == 0
     assert second.position() == services.dispatch.recorder.max_notification_id()
+
+
+def test_one_batch_leaves_the_same_rows_as_one_event_per_batch(
+    services: Services, settings: Settings, shop: Shop
+) -> None:
+    # Given two webhooks, four events delivered to both and claimed (A1..A4, B1..B4)
+    other = shop.other()
+    a = shop.deliveries(4)
+    b = shop.of(other, a)
+    now = after_processing()
+
+    # And after that: A1 failed twice, A2 succeeded, A3 failed then succeeded, every B
+    # failed, and two new events delivered to both: A6 succeeded, A5 failed, B5 failed
+    # twice (the circuit of B opens), B6 not attempted yet
+    shop.attempt(a[0], 1, 500, now)
+    shop.attempt(a[0], 2, None, now + timedelta(seconds=5))
+    shop.attempt(a[1], 1, 200, now + timedelta(seconds=1))
+    shop.attempt(a[2], 1, 503, now + timedelta(seconds=2))
+    shop.attempt(a[2], 2, 204, now + timedelta(seconds=7))
+    for n, delivery in enumerate(b[:4]):
+        shop.attempt(delivery, 1, 500, now + timedelta(seconds=n))
+    a5, a6 = shop.deliveries(2)
+    b5, b6 = shop.of(other, [a5, a6])
+    shop.attempt(a6, 1, 200, now + timedelta(seconds=8))
+    shop.attempt(a5, 1, 500, now + timedelta(seconds=8))
+    shop.attempt(b5, 1, 500, now + timedelta(seconds=8))
+    shop.attempt(b5, 2, 500, now + timedelta(seconds=13))
+
+    def apply(limit: int) -> dict[str, list[tuple[Any, ...]]]:
+        """Rows after the first eight deliveries one by one, a claim of them all, then
+        the rest of the log in batches of ``limit`` events."""
+        schedule = open_schedule(settings)
+        try:
+            forget_everything(schedule)
+            for _ in range(8):
+                assert schedule.catch_up(services.dispatch, limit=1) == 1
+            assert len(schedule.claim(now, 10, LEASE)) == 8
+            batches = 0
+            while schedule.catch_up(services.dispatch, limit=limit):
+                batches += 1
+            assert schedule.position() == services.dispatch.recorder.max_notification_id()
+            return {"batches": [(batches,)], **rows(schedule)}
+        finally:
+            schedule.close()
+
+    # When the rest is applied one event per batch, and then from scratch in one batch
+    one_by_one = apply(limit=1)
+    at_once = apply(limit=1000)
+
+    # Then both leave exactly the same rows
+    assert one_by_one.pop("batches") == [(17,)]
+    assert at_once.pop("batches") == [(1,)]
+    assert at_once == one_by_one
+    # And those are the expected ones: A1 at attempt 3, A4 still leased, A5 at attempt 2,
+    # every B due again or new, and neither A2, A3 nor A6 (done) in the schedule
+    due = {UUID(str(row[0])): (row[4], row[6]) for row in at_once["due_deliveries"]}
+    assert set(due) == {a[0], a[3], a5, *b[:4], b5, b6}
+    assert due[a[0]][0] == 3
+    assert due[a[3]] == (1, pytest.approx(now.timestamp() + LEASE))
+    assert due[a5] == (2, None)
+    assert due[b5] == (3, None)
+    # And B's six failures opened its circuit; A's last attempt failed, after a success
+    health = {UUID(str(row[0])): row[1:] for row in at_once["webhook_health"]}
+    assert health[other][0] == 6
+    assert health[other][3] is not None
+    assert health[shop.webhook][0] == 1
+    assert health[shop.webhook][2] == pytest.approx((now + timedelta(seconds=8)).timestamp())
+
+
+def test_a_delivery_scheduled_and_attempted_in_one_batch_gets_its_last_row_or_none(
+    services: Services, schedule: Schedule, shop: Shop
+) -> None:
+    # Given three deliveries attempted before the schedule saw them: one succeeded, one
+    # failed twice, one failed for good (410 Gone)
+    succeeded, failed, gone = shop.deliveries(3)
+    now = after_processing()
+    shop.attempt(succeeded, 1, 200, now)
+    shop.attempt(failed, 1, 500, now)
+    shop.attempt(failed, 2, 500, now + timedelta(seconds=5))
+    shop.attempt(gone, 1, 410, now)
+
+    # When the schedule catches up with all of it in one batch
+    assert schedule.catch_up(services.dispatch) == 7
+
+    # Then only the twice-failed delivery is in the schedule, due for attempt 3 at 300 s
+    # after its second attempt
+    assert schedule.pending() == 1
+    assert schedule.claim(now + timedelta(seconds=304), 10, LEASE) == []
+    (row,) = schedule.claim(now + timedelta(seconds=305), 10, LEASE)
+    assert (row.delivery_id, row.attempt) == (failed, 3)
+
+
+def test_a_schedule_whose_last_commits_were_lost_applies_them_again(
+    services: Services, settings: Settings, shop: Shop
+) -> None:
+    # Given a schedule that caught up with two deliveries, then lost its commits (on
+    # PostgreSQL its commits do not wait for the WAL flush: a server crash can lose them)
+    schedule = Schedule(open_schedule(settings).db, recheck_after=0.0)
+    try:
+        first = shop.deliveries(2)
+        assert schedule.catch_up(services.dispatch) == 2
+        forget_everything(schedule)
+
+        # When it catches up with nothing new in the log
+        # Then it reads its position again and applies the two again
+        assert schedule.catch_up(services.dispatch) == 2
+        assert schedule.pending() == 2
+
+        # When it loses them again, and a third delivery is recorded
+        forget_everything(schedule)
+        third = shop.deliveries(1)
+
+        # Then its next batch applies all three, from where the position really was
+        assert schedule.catch_up(services.dispatch) == 3
+        assert sorted(ids(schedule.claim(after_processing(), 10, LEASE))) == sorted(first + third)
+        assert schedule.position() == services.dispatch.recorder.max_notification_id()
+    finally:
+        schedule.close()
 
 
 # Claiming and leases ----------------------------------------------------------------------
@@ -422,6 +572,102 @@ def test_a_replay_is_due_when_it_was_asked_for(
     assert row.envelope_id == delivery.envelope_id
 
 
+def test_a_webhook_never_has_more_than_its_share_in_flight(
+    services: Services, schedule: Schedule, shop: Shop
+) -> None:
+    # Given two webhooks with four due deliveries each, each due half a second after the
+    # one before, alternately A's and B's
+    other = shop.other()
+    a = shop.deliveries(4)
+    b = shop.of(other, a)
+    schedule.catch_up(services.dispatch)
+    now = after_processing()
+    for n, (to_a, to_b) in enumerate(zip(a, b, strict=True)):
+        schedule.postpone(to_a, now - timedelta(seconds=10 - n))
+        schedule.postpone(to_b, now - timedelta(seconds=9.5 - n))
+
+    # When deliveries are claimed two per webhook at most
+    claimed = schedule.claim(now, 10, LEASE, per_webhook=2)
+
+    # Then the two oldest of each are, oldest first
+    assert ids(claimed) == [a[0], b[0], a[1], b[1]]
+    # And while they are in flight no other is
+    assert schedule.claim(now, 10, LEASE, per_webhook=2) == []
+
+    # When one of A's succeeds
+    shop.attempt(a[0], 1, 200, now)
+    schedule.catch_up(services.dispatch)
+
+    # Then one more of A's is claimed, the oldest left, and none of B's
+    assert ids(schedule.claim(now, 10, LEASE, per_webhook=2)) == [a[2]]
+    # And once the leases run out, the two oldest of each again
+    later = now + timedelta(seconds=LEASE + 1)
+    assert sorted(ids(schedule.claim(later, 10, LEASE, per_webhook=2))) == sorted(
+        [a[1], a[2], b[0], b[1]]
+    )
+
+
+def test_an_open_circuit_holds_its_webhooks_rows_and_a_half_open_one_lets_one_probe(
+    services: Services, schedule: Schedule, shop: Shop
+) -> None:
+    # Given a healthy webhook A and a webhook B whose first five deliveries failed at
+    # `now` (the circuit's threshold: open for 30 s), each with eight due deliveries
+    other = shop.other()
+    a = shop.deliveries(8)
+    b = shop.of(other, a)
+    now = after_processing()
+    for delivery in b[:5]:
+        shop.attempt(delivery, 1, 500, now)
+    schedule.catch_up(services.dispatch)
+    assert schedule.health(other).state(now) == "open"
+    assert schedule.health(other).open_until == now + timedelta(seconds=30)
+
+    # When deliveries are claimed while B's circuit is open (its retries due since 5 s)
+    open_ = now + timedelta(seconds=10)
+    claimed = schedule.claim(open_, 100, LEASE)
+
+    # Then all of A's are claimed and none of B's
+    assert sorted(ids(claimed)) == sorted(a)
+    assert schedule.claim(open_, 100, LEASE) == []
+
+    # When B's cool-down has ended (half-open)
+    half_open = now + timedelta(seconds=30)
+    assert schedule.health(other).state(half_open) == "half-open"
+    (probe,) = schedule.claim(half_open, 100, LEASE)
+
+    # Then one of B's is claimed as a probe, its oldest due, and no other while it is out
+    assert probe.delivery_id in b[5:]
+    assert schedule.claim(half_open + timedelta(seconds=1), 100, LEASE) == []
+
+    # When the probe succeeds
+    shop.attempt(probe.delivery_id, 1, 200, half_open)
+    schedule.catch_up(services.dispatch)
+
+    # Then the circuit is closed and the rest of B's are claimed
+    assert schedule.health(other).state(half_open) == "closed"
+    rest = schedule.claim(half_open + timedelta(seconds=1), 100, LEASE)
+    assert sorted(ids(rest)) == sorted(set(b) - {probe.delivery_id})
+
+
+def test_a_claim_brings_the_deliveries_in_flight_to_at_most_max_in_flight(
+    services: Services, schedule: Schedule, shop: Shop
+) -> None:
+    # Given six due rows
+    shop.deliveries(6)
+    schedule.catch_up(services.dispatch)
+    now = after_processing()
+
+    # When up to ten are claimed with at most four in flight
+    # Then four are, and none more while they are in flight
+    assert len(schedule.claim(now, 10, LEASE, max_in_flight=4)) == 4
+    assert schedule.claim(now, 10, LEASE, max_in_flight=4) == []
+    assert schedule.claim(now, 10, LEASE, max_in_flight=3) == []  # already over: none
+    # And the limit still applies when the room is larger
+    assert len(schedule.claim(now, 1, LEASE, max_in_flight=100)) == 1
+    assert len(schedule.claim(now, 10, LEASE, max_in_flight=100)) == 1
+    assert schedule.in_flight(now) == 6
+
+
 # Concurrency ------------------------------------------------------------------------------
 
 
@@ -478,3 +724,45 @@ def test_concurrent_claims_on_postgres_never_hand_out_a_row_twice(
     tmp_path: Path, postgres_url: str
 ) -> None:
     claim_concurrently(Settings(data_dir=tmp_path / "data", database_url=postgres_url))
+
+
+@pytest.mark.postgres
+def test_a_claim_on_postgres_takes_at_once_the_rows_no_one_else_holds(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", database_url=postgres_url)
+    services = build(settings)
+    schedule = open_schedule(settings)
+    dsn, _, query = postgres_url.partition("?")
+    try:
+        # Given four due rows, two of them locked by another transaction (as a concurrent
+        # claim holds the rows it is taking)
+        deliveries = Shop(services).deliveries(4)
+        schedule.catch_up(services.dispatch)
+        now = after_processing()
+        held = deliveries[:2]
+        options = f"-c search_path={query.removeprefix('schema=')}"
+        with psycopg.connect(dsn, options=options) as other:
+            other.execute(
+                "SELECT 1 FROM due_deliveries WHERE delivery_id = ANY(%s) FOR UPDATE",
+                ([str(d) for d in held],),
+            )
+
+            # When the schedule claims meanwhile
+            claimed: list[Claimed] = []
+            claiming = threading.Thread(
+                target=lambda: claimed.extend(schedule.claim(now, 10, LEASE)), daemon=True
+            )
+            claiming.start()
+            claiming.join(timeout=10)
+
+            # Then it does not wait for those locks (claims waiting for each other's
+            # locks could deadlock), and takes the other two
+            assert not claiming.is_alive()
+            assert sorted(ids(claimed)) == sorted(deliveries[2:])
+
+        # And once the other transaction ended, the two it held are claimed
+        assert sorted(ids(schedule.claim(now, 10, LEASE))) == sorted(held)
+    finally:
+        schedule.close()
+        services.close()
