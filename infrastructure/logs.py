@@ -37,11 +37,22 @@ _STANDARD = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, 
 }
 
 
+# Every match of SECRET starts with one of these: text without them is left as it is
+# without running the expression (most log lines, every delivery attempt's).
+_MARKERS = ("whsec_", "wr_")
+# Values that can hold no secret: returned as they are.
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
 def redact(text: str) -> str:
+    if _MARKERS[0] not in text and _MARKERS[1] not in text:
+        return text
     return SECRET.sub(REDACTED, text)
 
 
 def _redact_value(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
@@ -53,7 +64,8 @@ def _redact_value(value: Any) -> Any:
 
 def extras(record: logging.LogRecord) -> dict[str, Any]:
     """The fields a call passed with ``extra=``, in the order given."""
-    return {k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")}
+    fields = record.__dict__
+    return {key: fields[key] for key in fields if key not in _STANDARD and key[:1] != "_"}
 
 
 class RedactingFilter(logging.Filter):
@@ -66,7 +78,9 @@ class RedactingFilter(logging.Filter):
             message = f"{record.msg} {record.args}"
         record.msg, record.args = redact(message), None
         for key, value in extras(record).items():
-            setattr(record, key, _redact_value(value))
+            redacted = _redact_value(value)
+            if redacted is not value:
+                setattr(record, key, redacted)
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -76,9 +90,22 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# The last second formatted, and its text: records come many to a second.
+_second: tuple[datetime, str] = (datetime.min.replace(tzinfo=UTC), "")
+
+
 def _time(record: logging.LogRecord) -> str:
+    global _second
     moment = datetime.fromtimestamp(record.created, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    second = moment.replace(microsecond=0)
+    last = _second
+    if last[0] != second:
+        last = _second = (second, second.strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{last[1]}{moment.microsecond // 1000:03d}Z"
+
+
+# What json.dumps(entry, default=str, ensure_ascii=False) builds on every call, once.
+_JSON = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
 class JsonFormatter(logging.Formatter):
@@ -99,7 +126,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _JSON.encode(entry)
 
 
 def _text(value: Any) -> str:

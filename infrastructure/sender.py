@@ -1,8 +1,9 @@
 """One webhook delivery attempt over HTTP, reported as an ``Outcome`` and never raised.
 
 Lives here: ``Request`` (what to send), ``Outcome`` (what happened), ``ErrorClass`` (the
-fixed vocabulary of failures), ``Sender`` (performs an attempt) and ``PinnedTransport``
-(the httpx transport that connects only to addresses the SSRF guard vetted).
+fixed vocabulary of failures), ``Sender`` (performs an attempt), ``pinned_pool`` (the
+httpcore connection pool that connects only to addresses the SSRF guard vetted) and
+``PinnedTransport`` (the same pool as an httpx transport).
 
 Usage::
 
@@ -17,7 +18,7 @@ What one ``send`` does:
    (SSRF, against DNS rebinding). A refusal is ``unsafe_target``; nothing is sent.
 2. It connects only to those vetted addresses, in the resolver's order (the next one is
    tried when one refuses; each gets an equal share of the time left). The name is never
-   resolved again: ``PinnedTransport`` has no DNS at all. The URL keeps the host *name*,
+   resolved again: the pinned pool has no DNS at all. The URL keeps the host *name*,
    so the ``Host`` header, TLS SNI, certificate verification and the keep-alive pool
    are all keyed by the name, as with any client. (Rewriting the URL to the IP with an
    ``sni_hostname`` extension was rejected: httpcore pools connections by URL origin
@@ -53,10 +54,10 @@ status, whatever it was):
 
 ``detail`` carries a human-readable explanation for every error class.
 
-Thread safety: one ``Sender`` (and its one ``httpx.Client`` with its keep-alive pool)
-serves any number of worker threads at once. The vetted addresses and the deadline of an
-attempt travel to the transport in a thread-local, which is sound because httpcore's
-synchronous pool opens a connection in the thread of the request that will use it.
+Thread safety: one ``Sender`` (and its one keep-alive pool) serves any number of worker
+threads at once. The vetted addresses and the deadline of an attempt travel to the
+network backend in a thread-local, which is sound because httpcore's synchronous pool
+opens a connection in the thread of the request that will use it.
 
 Nothing here does I/O at import time.
 """
@@ -65,13 +66,13 @@ from __future__ import annotations
 
 import codecs
 import email.utils
+import functools
 import math
 import re
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeAlias, get_args
@@ -92,6 +93,7 @@ __all__ = [
     "PinnedTransport",
     "Request",
     "Sender",
+    "pinned_pool",
 ]
 
 ErrorClass: TypeAlias = Literal[
@@ -179,16 +181,6 @@ _current = threading.local()
 def _attempt() -> _Attempt | None:
     attempt: _Attempt | None = getattr(_current, "attempt", None)
     return attempt
-
-
-@contextmanager
-def _pinned(attempt: _Attempt) -> Iterator[None]:
-    previous = _attempt()
-    _current.attempt = attempt
-    try:
-        yield
-    finally:
-        _current.attempt = previous
 
 
 def _time_left(timeout: float | None, expired: type[Exception], share: int = 1) -> float | None:
@@ -293,7 +285,8 @@ class PinnedTransport(httpx.HTTPTransport):
 
     Outside ``Sender.send`` every connection attempt fails. HTTP/1.1 only, no proxies,
     no environment (``trust_env`` off). ``verify``: True (system CAs) or an
-    ``ssl.SSLContext`` (a private CA, in tests).
+    ``ssl.SSLContext`` (a private CA, in tests). ``Sender`` itself drives the same
+    pinned connection pool (``pinned_pool``) without httpx's client layers.
     """
 
     def __init__(
@@ -310,59 +303,84 @@ class PinnedTransport(httpx.HTTPTransport):
             # unpinned rather than silently resolving names again.
             raise RuntimeError("this httpx version has no HTTPTransport._pool to pin")
         self._pool.close()
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=True,
-            http2=False,
-            retries=0,
-            network_backend=_PinnedBackend(),
-        )
+        self._pool = pinned_pool(ssl_context, limits)
+
+
+def pinned_pool(ssl_context: ssl.SSLContext, limits: httpx.Limits) -> httpcore.ConnectionPool:
+    """An HTTP/1.1 keep-alive pool whose only way out is the current attempt's vetted
+    addresses (``_PinnedBackend``): no DNS, no proxies, no retries."""
+    return httpcore.ConnectionPool(
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        http1=True,
+        http2=False,
+        retries=0,
+        network_backend=_PinnedBackend(),
+    )
 
 
 # --- the sender ---------------------------------------------------------------------------
+
+# What httpx's Client would add to every request of ours: we send the same head.
+_ACCEPT: Final = (b"Accept", b"*/*")
+_KEEP_ALIVE: Final = (b"Connection", b"keep-alive")
+_IDENTITY: Final = (b"accept-encoding", b"identity")
+# Everything a Sender may raise from the pool apart from timeouts, connect errors and a
+# request h11 refused (`httpcore.LocalProtocolError`, caught before these).
+_TRANSPORT_ERRORS: Final = (
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ProxyError,
+)
+_HEADERS_OF_INTEREST: Final = frozenset(name.encode() for name in RESPONSE_HEADERS_OF_INTEREST)
 
 
 class Sender:
     """Performs delivery attempts; ``send`` reports and never raises for the network.
 
-    ``client``: an ``httpx.Client`` to use instead of the built-in one (tests). DNS
-    pinning then holds only if that client's transport is a ``PinnedTransport``.
-    ``max_connections`` should be at least the number of threads calling ``send``,
-    or attempts wait for a free connection (that wait counts toward their timeout).
+    One HTTP/1.1 keep-alive pool (httpcore's, pinned: ``pinned_pool``) serves every
+    thread. ``max_connections`` should be at least the number of threads calling
+    ``send``, or attempts wait for a free connection (that wait counts toward their
+    timeout). ``max_keepalive_connections`` defaults to ``max_connections``: httpcore
+    (1.0) counts *every* connection of the pool against that limit, not only the idle
+    ones, so with more attempts in flight than the limit it would close each connection
+    as soon as it fell idle and open a new one (a TLS handshake) for the next attempt.
+    Idle connections still close after 5 s unused.
+
+    The request goes straight to httpcore's pool rather than through an
+    ``httpx.Client``: the bytes on the wire are those the client sent (the same header
+    list, in the same order), but the client's layers (auth and redirect generators, a
+    cookie jar, URL and header objects built afresh for every request) cost about a
+    third of the CPU of sending. One thing the client did is gone on purpose: it kept
+    cookies set by one receiver and sent them back on later attempts to the same host,
+    whoever's webhook they were; attempts now never carry cookies.
     """
 
     def __init__(
         self,
         guard: TargetGuard,
         user_agent: str,
-        client: httpx.Client | None = None,
         *,
         verify: ssl.SSLContext | bool = True,
         max_connections: int = 100,
-        max_keepalive_connections: int = 20,
+        max_keepalive_connections: int | None = None,
     ) -> None:
         self._guard = guard
         self._user_agent = user_agent
-        self._owns_client = client is None
-        if client is None:
-            limits = httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_keepalive_connections,
-            )
-            client = httpx.Client(
-                transport=PinnedTransport(verify=verify, limits=limits),
-                follow_redirects=False,
-                trust_env=False,
-            )
-        self._client = client
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=(
+                max_connections if max_keepalive_connections is None else max_keepalive_connections
+            ),
+        )
+        self._pool = pinned_pool(httpx.create_ssl_context(verify=verify, trust_env=False), limits)
 
     def close(self) -> None:
-        """Close the keep-alive connections (only of a client this sender built)."""
-        if self._owns_client:
-            self._client.close()
+        """Close the keep-alive connections."""
+        self._pool.close()
 
     def __enter__(self) -> Sender:
         return self
@@ -398,31 +416,27 @@ class Sender:
             return failed("invalid_request", message)
 
         try:
-            http_request = self._client.build_request(
-                "POST",
-                _pinnable_url(request.url, target),
-                content=request.body,
-                headers=self._headers(request.headers),
-                timeout=httpx.Timeout(request.timeout_seconds),
-            )
+            http_request = self._build(request, target)
         except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
             return failed("invalid_request", f"the request could not be built: {exc}")
 
-        with _pinned(_Attempt(addresses=target.addresses, deadline=deadline)):
+        previous = _attempt()
+        _current.attempt = _Attempt(addresses=target.addresses, deadline=deadline)
+        try:
             try:
-                response = self._client.send(http_request, stream=True)
-            except httpx.TimeoutException as exc:
+                response = self._pool.handle_request(http_request)
+            except httpcore.TimeoutException as exc:
                 return failed("timeout", _describe_timeout(exc, request.timeout_seconds))
-            except httpx.ConnectError as exc:
+            except httpcore.ConnectError as exc:
                 tls = _ssl_error(exc)
                 if tls is not None:
                     return failed("tls_error", f"TLS handshake failed: {tls}")
                 return failed("connect_error", _message(exc))
-            except httpx.LocalProtocolError as exc:
+            except httpcore.LocalProtocolError as exc:
                 # h11 refused to write what we asked for (a header value with a line
                 # break, say): our request is at fault, and not a byte of it went out.
                 return failed("invalid_request", f"the request could not be sent: {exc}")
-            except httpx.HTTPError as exc:
+            except _TRANSPORT_ERRORS as exc:
                 tls = _ssl_error(exc)
                 if tls is not None:
                     return failed("tls_error", f"TLS failed: {tls}")
@@ -431,9 +445,12 @@ class Sender:
                 body, body_problem = _read_excerpt(response)
             finally:
                 response.close()
+        finally:
+            _current.attempt = previous
 
-        status = response.status_code
-        headers = _headers_of_interest(response.headers)
+        status = response.status
+        received = _headers_received(response.headers)
+        headers = {name: value[:_MAX_HEADER_VALUE_CHARS] for name, value in received.items()}
         error: ErrorClass | None = None
         detail = body_problem
         if 300 <= status < 400:
@@ -445,9 +462,9 @@ class Sender:
                 + "; redirects are never followed, the endpoint URL must answer itself"
             )
         retry_after = None
-        if status in _RETRY_AFTER_STATUSES and "retry-after" in response.headers:
+        if status in _RETRY_AFTER_STATUSES and "retry-after" in received:
             retry_after = _retry_after_seconds(
-                response.headers["retry-after"], response.headers.get("date"), started_at
+                received["retry-after"], received.get("date"), started_at
             )
         return Outcome(
             status_code=status,
@@ -460,62 +477,109 @@ class Sender:
             retry_after_seconds=retry_after,
         )
 
-    def _headers(self, given: dict[str, str]) -> dict[str, str]:
-        headers = {"user-agent": self._user_agent}
-        for name, value in given.items():
+    def _build(self, request: Request, target: ParsedTarget) -> httpcore.Request:
+        """The POST as httpx's client would have made it: ``Host``, its defaults
+        (``Accept``, ``Connection``), our user agent, the caller's headers but the
+        reserved ones, ``accept-encoding: identity`` and ``Content-Length``."""
+        url, host = _http_url(request.url, target.scheme, target.host, target.port)
+        given = {"user-agent": self._user_agent}
+        for name, value in request.headers.items():
             if name.lower() not in _RESERVED_REQUEST_HEADERS:
-                headers[name] = value
-        headers["accept-encoding"] = "identity"
-        return headers
+                given[name] = value
+        headers = [(b"Host", host)]
+        if not any(name.lower() == "accept" for name in given):
+            headers.append(_ACCEPT)
+        headers.append(_KEEP_ALIVE)
+        # A header no HTTP/1.1 request may carry as text raises UnicodeEncodeError here.
+        headers += [(name.encode("ascii"), value.encode("ascii")) for name, value in given.items()]
+        headers.append(_IDENTITY)
+        headers.append((b"Content-Length", str(len(request.body)).encode("ascii")))
+        limit = request.timeout_seconds
+        timeout = {"connect": limit, "read": limit, "write": limit, "pool": limit}
+        return httpcore.Request(
+            b"POST", url, headers=headers, content=request.body, extensions={"timeout": timeout}
+        )
 
 
-def _pinnable_url(url: str, target: ParsedTarget) -> str:
+@functools.lru_cache(maxsize=1024)
+def _http_url(url: str, scheme: str, host: str, port: int) -> tuple[httpcore.URL, bytes]:
+    """The pool's URL for ``url`` as the guard read it (host name or IP, port), and the
+    ``Host`` header: parsed and percent-encoded by ``httpx.URL`` once per URL, not per
+    attempt (the addresses to connect to are never part of it: they are pinned per
+    attempt). Raises ``httpx.InvalidURL`` for a URL httpx would not send."""
+    parsed = httpx.URL(_pinnable_url(url, scheme, host, port))
+    pool_url = httpcore.URL(
+        scheme=parsed.raw_scheme, host=parsed.raw_host, port=parsed.port, target=parsed.raw_path
+    )
+    return pool_url, parsed.netloc
+
+
+def _pinnable_url(url: str, scheme: str, host: str, port: int) -> str:
     """``url`` with the host as the guard read it (canonical name or IP) and its port.
 
     Path and query stay as written; the fragment is dropped. Whatever httpx would make
     of the original spelling, it then names the host the guard vetted.
     """
     parts = urlsplit(url)
-    host = f"[{target.host}]" if ":" in target.host else target.host
-    default_port = 443 if target.scheme == "https" else 80
-    netloc = host if target.port == default_port else f"{host}:{target.port}"
+    host = f"[{host}]" if ":" in host else host
+    default_port = 443 if scheme == "https" else 80
+    netloc = host if port == default_port else f"{host}:{port}"
     query = f"?{parts.query}" if parts.query else ""
-    return f"{target.scheme}://{netloc}{parts.path or '/'}{query}"
+    return f"{scheme}://{netloc}{parts.path or '/'}{query}"
 
 
-def _read_excerpt(response: httpx.Response) -> tuple[str, str | None]:
+def _read_excerpt(response: httpcore.Response) -> tuple[str, str | None]:
     """At most 16 KiB of the body, and why reading stopped early, if it broke."""
     received = bytearray()
     problem: str | None = None
     complete = True
     try:
-        for chunk in response.iter_raw():
+        for chunk in response.iter_stream():
             received += chunk
             if len(received) >= MAX_RESPONSE_BODY_BYTES:
                 complete = len(received) == MAX_RESPONSE_BODY_BYTES and _at_end(response)
                 break
-    except httpx.TimeoutException:
+    except httpcore.TimeoutException:
         problem = "the response body was still arriving when the time limit ran out"
         complete = False
-    except httpx.HTTPError as exc:
+    except (httpcore.LocalProtocolError, *_TRANSPORT_ERRORS) as exc:
         problem = f"reading the response body failed: {_message(exc)}"
         complete = False
+    if not received:
+        return "", problem
     excerpt = bytes(received[:MAX_RESPONSE_BODY_BYTES])
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     # A cut body may end inside a multi-byte character: drop that fragment, not garble it.
     return decoder.decode(excerpt, final=complete), problem
 
 
-def _at_end(response: httpx.Response) -> bool:
-    length = response.headers.get("content-length")
+def _at_end(response: httpcore.Response) -> bool:
+    length = _headers_received(response.headers).get("content-length")
     return length is not None and length.isdigit() and int(length) == MAX_RESPONSE_BODY_BYTES
 
 
-def _headers_of_interest(headers: httpx.Headers) -> dict[str, str]:
+def _headers_received(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The response headers of interest, whole, by lower-case name, in the order of
+    ``RESPONSE_HEADERS_OF_INTEREST``; a repeated header's values joined by ``, ``. Text
+    as httpx decodes it: UTF-8 when every header is, else ISO-8859-1."""
+    found: dict[bytes, list[bytes]] = {}
+    for name, value in raw:
+        key = name.lower()
+        if key in _HEADERS_OF_INTEREST:
+            found.setdefault(key, []).append(value)
+    if not found:
+        return {}
+    encoding = "utf-8"
+    try:
+        for name, value in raw:
+            name.decode(encoding)
+            value.decode(encoding)
+    except UnicodeDecodeError:
+        encoding = "iso-8859-1"
     return {
-        name: headers[name][:_MAX_HEADER_VALUE_CHARS]
+        name: b", ".join(found[key]).decode(encoding)
         for name in RESPONSE_HEADERS_OF_INTEREST
-        if name in headers
+        if (key := name.encode("ascii")) in found
     }
 
 
@@ -566,12 +630,12 @@ def _message(exc: BaseException) -> str:
     return _message(cause) if cause is not None else type(exc).__name__
 
 
-def _describe_timeout(exc: httpx.TimeoutException, limit: float) -> str:
+def _describe_timeout(exc: httpcore.TimeoutException, limit: float) -> str:
     phase = {
-        httpx.ConnectTimeout: "connecting",
-        httpx.WriteTimeout: "sending the request",
-        httpx.ReadTimeout: "waiting for the response",
-        httpx.PoolTimeout: "waiting for a free connection",
+        httpcore.ConnectTimeout: "connecting",
+        httpcore.WriteTimeout: "sending the request",
+        httpcore.ReadTimeout: "waiting for the response",
+        httpcore.PoolTimeout: "waiting for a free connection",
     }.get(type(exc), "the attempt")
     return f"no response within {limit:g} s (timed out {phase})"
 

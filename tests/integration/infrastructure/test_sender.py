@@ -169,6 +169,73 @@ def test_framing_headers_from_the_caller_are_ignored(receiver: Receiver, sender:
     assert recorded.body == BODY
 
 
+def test_the_request_head_is_the_one_an_http_client_sends(sender: Sender) -> None:
+    # Given a server that keeps the request head it receives
+    heads: list[bytes] = []
+
+    def keep(connection: socket.socket, stopping: threading.Event) -> None:
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += connection.recv(65536)
+        heads.append(received.split(b"\r\n\r\n")[0])
+        connection.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    with RawServer(keep) as server:
+        # When we send with a custom header, to a path with non-ASCII characters
+        outcome = sender.send(post(server.url + "caf\u00e9?q=1", headers={"x-custom": "1"}))
+
+    # Then the head is what httpx's client sent before: the same lines, in this order
+    assert outcome.status_code == 204
+    assert heads[0].split(b"\r\n") == [
+        b"POST /caf%C3%A9?q=1 HTTP/1.1",
+        f"Host: 127.0.0.1:{server.port}".encode(),
+        b"Accept: */*",
+        b"Connection: keep-alive",
+        f"user-agent: {USER_AGENT}".encode(),
+        b"content-type: application/json",
+        b"x-custom: 1",
+        b"accept-encoding: identity",
+        f"Content-Length: {len(BODY)}".encode(),
+    ]
+
+
+def test_a_cookie_set_by_a_receiver_is_never_sent_back(receiver: Receiver, sender: Sender) -> None:
+    # Given a receiver that sets a cookie
+    receiver.behaviour = Reply(status=200, headers={"set-cookie": "session=abc; Path=/"})
+
+    # When we send to it twice
+    outcomes = [sender.send(post(receiver.url)), sender.send(post(receiver.url))]
+
+    # Then no attempt carried the cookie: attempts share no state through the receiver
+    assert all(outcome.succeeded for outcome in outcomes)
+    assert [request.headers.get("cookie") for request in receiver.requests] == [None, None]
+
+
+def test_repeated_and_non_utf8_response_headers_are_read_as_text(sender: Sender) -> None:
+    # Given a server answering a header twice, and one value in ISO-8859-1
+    def respond(connection: socket.socket, stopping: threading.Event) -> None:
+        connection.recv(65536)
+        connection.sendall(
+            b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 2\r\nX-Request-Id: a\r\n"
+            b"Server: caf\xe9\r\nx-request-id: b\r\nRetry-After: 3\r\nRetry-After: 9\r\n\r\nno"
+        )
+
+    with RawServer(respond) as server:
+        # When we send
+        outcome = sender.send(post(server.url))
+
+    # Then repeated values are joined, the odd byte is read as ISO-8859-1, and a repeated
+    # Retry-After is no delay we can read
+    assert outcome.response_headers == {
+        "content-length": "2",
+        "retry-after": "3, 9",
+        "server": "caf\u00e9",
+        "x-request-id": "a, b",
+    }
+    assert outcome.response_body == "no"
+    assert outcome.retry_after_seconds is None
+
+
 @pytest.mark.parametrize("rotating", [False, True], ids=["one secret", "during rotation"])
 def test_a_standard_webhooks_library_verifies_our_signature(
     receiver: Receiver, sender: Sender, rotating: bool
@@ -725,6 +792,25 @@ def test_concurrent_sends_from_eight_threads_all_succeed(
     assert all(outcome.succeeded for outcome in outcomes)
     assert len(receiver.requests) == 8 * per_thread
     assert len(receiver.connections) <= 8
+
+
+def test_more_attempts_in_flight_than_twenty_keep_their_connections(receiver: Receiver) -> None:
+    # Given a receiver taking 50 ms to answer, and 32 threads sharing one sender sized
+    # for them as the worker sizes it (twice as many connections as threads)
+    receiver.behaviour = Reply(status=204, delay=0.05)
+    guard = TargetGuard(allowed_networks=LOOPBACK, allow_http=True)
+
+    def work(_: int) -> list[Outcome]:
+        return [sender.send(post(receiver.url)) for _ in range(5)]
+
+    # When each thread sends five times, all of them at once
+    with Sender(guard, USER_AGENT, max_connections=64) as sender, ThreadPoolExecutor(32) as pool:
+        outcomes = [outcome for batch in pool.map(work, range(32)) for outcome in batch]
+
+    # Then every connection was kept alive for the next attempt: at most one per thread
+    assert all(outcome.succeeded for outcome in outcomes)
+    assert len(receiver.requests) == 160
+    assert len(receiver.connections) <= 32
 
 
 def test_no_connection_is_made_outside_a_send() -> None:

@@ -114,6 +114,60 @@ def test_secrets_and_api_keys_are_redacted_wherever_they_appear(
         assert entries[1]["n"] == 1
 
 
+def test_secrets_inside_structured_extras_are_redacted_and_other_values_kept(
+    logger: logging.Logger,
+) -> None:
+    # Given the JSON format
+    stream = io.StringIO()
+    logger.addHandler(make_handler("json", stream))
+
+    # When extras nest a secret in a dict, a list and a tuple, beside plain values
+    logger.info(
+        "rotated",
+        extra={
+            "old": {"secret": SECRET, "count": 2},
+            "keys": [API_KEY, 7],
+            "pair": ("plain", SECRET),
+            "ratio": 0.5,
+            "ok": True,
+            "none": None,
+            "text": "nothing to hide",
+        },
+    )
+
+    # Then the secrets are gone wherever they were, and everything else is as given
+    (entry,) = lines(stream)
+    assert entry["old"] == {"secret": REDACTED, "count": 2}
+    assert entry["keys"] == [REDACTED, 7]
+    assert entry["pair"] == ["plain", REDACTED]
+    assert (entry["ratio"], entry["ok"], entry["none"]) == (0.5, True, None)
+    assert entry["text"] == "nothing to hide"
+
+
+@pytest.mark.parametrize(
+    ("created", "expected"),
+    [
+        (1_767_225_599.9994, "2025-12-31T23:59:59.999Z"),
+        (1_767_225_600.0004, "2026-01-01T00:00:00.000Z"),
+        (1_767_225_600.25, "2026-01-01T00:00:00.250Z"),
+        (1_767_225_599.1, "2025-12-31T23:59:59.100Z"),
+    ],
+)
+def test_the_time_is_the_records_utc_time_to_the_millisecond(created: float, expected: str) -> None:
+    # Given records made at known moments, in the same second and across one, in any order
+    stream = io.StringIO()
+    handler = make_handler("json", stream)
+    record = logging.LogRecord("webround.tests.logs", logging.INFO, __file__, 1, "m", None, None)
+    record.created = created
+
+    # When it is written
+    handler.handle(record)
+
+    # Then its time is that moment in UTC, cut to the millisecond
+    (entry,) = lines(stream)
+    assert entry["time"] == expected
+
+
 def test_text_lines_are_readable_with_their_fields(logger: logging.Logger) -> None:
     # Given the text format (the embedded default)
     stream = io.StringIO()
