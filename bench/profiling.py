@@ -1,7 +1,12 @@
 """Profiles of the hot path with py-spy (sampling, attached by PID, ``--nonblocking``
 so the process is not paused), and a summary of its raw (collapsed-stack) output:
 where the CPU went, by thread, by area (our code, eventsourcing, psycopg, httpx, ...),
-by function (self and inclusive)."""
+by function (self and inclusive).
+
+Samples are taken with ``--gil`` (only the thread holding the GIL: Python on the CPU)
+at 50 Hz: without it py-spy counts every thread that is runnable or blocked in a C call
+once per tick, and on two loaded cores with dozens of worker threads it falls seconds
+behind and reports a few hundred samples that say little about CPU."""
 
 from __future__ import annotations
 
@@ -62,7 +67,7 @@ def available() -> bool:
     return PY_SPY.exists() or shutil.which("py-spy") is not None
 
 
-def record(pid: int, out: Path, seconds: float, rate: int = 100) -> subprocess.Popen[bytes]:
+def record(pid: int, out: Path, seconds: float, rate: int = 50) -> subprocess.Popen[bytes]:
     """Start ``py-spy record`` on ``pid`` for ``seconds``; wait on the returned process."""
     program = str(PY_SPY) if PY_SPY.exists() else "py-spy"
     return subprocess.Popen(
@@ -70,6 +75,7 @@ def record(pid: int, out: Path, seconds: float, rate: int = 100) -> subprocess.P
             program,
             "record",
             "--nonblocking",
+            "--gil",
             "--threads",
             "--format",
             "raw",
