@@ -8,6 +8,7 @@ several installations (or test runs) on one Redis or RabbitMQ apart.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import current_millis
 
 from infrastructure.settings import Settings
+
+log = logging.getLogger("webround.broker")
 
 QUEUE = "webround.deliveries"
 ACTOR = "deliver"
@@ -99,7 +102,7 @@ def enqueue_many(queue: Queue, messages: Sequence[dict[str, Any]]) -> None:
         return
     from dramatiq.brokers.redis import RedisBroker
 
-    if isinstance(queue.broker, RedisBroker):
+    if isinstance(queue.broker, RedisBroker) and _pipelinable(queue.broker):
         _redis_enqueue_many(queue.broker, [_message(queue, m) for m in messages])
         return
     for message in messages:
@@ -167,6 +170,35 @@ def _redis_enqueue_many(broker: Any, messages: Sequence[dramatiq.Message[Any]]) 
         raise RuntimeError("Redis refused the dramatiq dispatch script twice (NOSCRIPT)")
     for message in sent:
         broker.emit_after("enqueue", message, None)
+
+
+# The RedisBroker internals `_redis_enqueue_many` relies on (dramatiq 2.2).
+_REDIS_INTERNALS = (
+    "scripts",
+    "client",
+    "namespace",
+    "broker_id",
+    "heartbeat_timeout",
+    "dead_message_ttl",
+    "_should_do_maintenance",
+    "_max_unpack_size",
+)
+
+
+def _pipelinable(broker: Any) -> bool:
+    """Whether this dramatiq still has what the pipeline needs; if a later version
+    renamed any of it, every pass falls back to one `enqueue` per message (slower, never
+    stuck) and says so once."""
+    ok = all(hasattr(broker, name) for name in _REDIS_INTERNALS) and "dispatch" in getattr(
+        broker, "scripts", {}
+    )
+    if not ok and not _warned:
+        _warned.append(True)
+        log.warning("this dramatiq's RedisBroker differs from 2.2: enqueuing one by one")
+    return ok
+
+
+_warned: list[bool] = []
 
 
 def _is_noscript(result: object) -> bool:

@@ -17,6 +17,7 @@ import pytest
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name, xq_name
 
+from infrastructure import broker as broker_module
 from infrastructure.broker import ACTOR, Queue, enqueue, enqueue_many, make_broker
 from infrastructure.settings import Settings
 
@@ -84,6 +85,28 @@ def test_redis_delivers_every_message_once_in_order(redis_queue: Queue) -> None:
     ids = [message_id for hook, message_id in hooks.seen if hook == "before"]
     assert len(set(ids)) == len(sent)
     assert [message_id for hook, message_id in hooks.seen if hook == "after"] == ids
+
+
+@pytest.mark.redis
+def test_a_dramatiq_without_the_internals_used_gets_them_one_by_one(
+    redis_queue: Queue, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a dramatiq whose RedisBroker lacks one of the internals the pipeline uses (a
+    # later version renaming it: simulated by asking for a name it has never had)
+    monkeypatch.setattr(broker_module, "_warned", [])
+    monkeypatch.setattr(
+        broker_module, "_REDIS_INTERNALS", (*broker_module._REDIS_INTERNALS, "_renamed")
+    )
+    sent = messages(5)
+
+    # When messages are enqueued together
+    enqueue_many(redis_queue, sent)
+
+    # Then they still arrive, each once, in order, sent one by one (and it says so once)
+    assert read_all(redis_queue, expected=len(sent)) == sent
+    enqueue_many(redis_queue, messages(2))
+    warnings = [r for r in caplog.records if "enqueuing one by one" in r.getMessage()]
+    assert len(warnings) == 1
 
 
 @pytest.mark.redis
