@@ -28,6 +28,7 @@ from application.directory import WebhookDirectory
 from application.errors import Conflict, NotFound
 from application.ports import BuildEnvelope, EventHistory
 from application.recorded import NotifiesOnRecord
+from application.replay import replay
 from application.transcodings import register_store_transcodings
 from domain.base import StoreAggregate
 from domain.delivery import (
@@ -344,12 +345,8 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         """Many deliveries in one read of the event store (a worker's group commit would
         otherwise read them one query at a time)."""
         deliveries: dict[UUID, Delivery] = {}
-        aggregate: Any = None
-        for stored in self._own_events.events_of(sorted(delivery_ids)):
-            domain_event: Any = self.mapper.to_domain_event(stored)
-            if aggregate is not None and aggregate.id != domain_event.originator_id:
-                aggregate = None
-            aggregate = domain_event.mutate(aggregate)
+        stored = self._own_events.events_of(sorted(delivery_ids))
+        for _, aggregate in replay(self.mapper, stored):
             if isinstance(aggregate, Delivery):
                 deliveries[aggregate.id] = aggregate
         return deliveries

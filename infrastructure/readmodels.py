@@ -28,6 +28,7 @@ from uuid import UUID
 from eventsourcing.application import Application
 
 from application.ports import EventHistory
+from application.replay import replay
 from infrastructure.sql import Cursor, Database, PostgresDatabase, SqliteDatabase
 from projections.readmodels import (
     BY_NAME,
@@ -106,19 +107,10 @@ class ReadModelStore:
         return done
 
     def _catch_up_group(self, source: str, start: int, models: list[ReadModel], limit: int) -> int:
-        app = self._sources[source]
-        notifications = app.recorder.select_notifications(start=start + 1, limit=limit)
-        if not notifications:
+        batch = self._read(source, start, models, limit)
+        if batch is None:
             return 0
-        events = [(n.id, app.mapper.to_domain_event(n)) for n in notifications]
-        self._warm(models, [event for _, event in events])
-        operations = [
-            operation
-            for model in models
-            for position, event in events
-            for operation in model.handle(source, position, event, self._context)
-        ]
-        end = notifications[-1].id
+        count, end, operations = batch
         try:
             # Derived rows and their position commit together: a commit lost in a crash
             # loses both, and the events are applied again, so no flush is awaited.
@@ -132,7 +124,27 @@ class ReadModelStore:
         assert self._positions is not None
         for model in models:
             self._positions[(model.name, source)] = end
-        return len(notifications)
+        return count
+
+    def _read(
+        self, source: str, start: int, models: Sequence[ReadModel], limit: int
+    ) -> tuple[int, int, list[Operation]] | None:
+        """Up to ``limit`` events of ``source`` after ``start``, read and decoded once for
+        all ``models``: (how many, the last position, their row operations); None when
+        there are none."""
+        app = self._sources[source]
+        notifications = app.recorder.select_notifications(start=start + 1, limit=limit)
+        if not notifications:
+            return None
+        events = [(n.id, app.mapper.to_domain_event(n)) for n in notifications]
+        self._warm(models, [event for _, event in events])
+        operations = [
+            operation
+            for model in models
+            for position, event in events
+            for operation in model.handle(source, position, event, self._context)
+        ]
+        return len(notifications), notifications[-1].id, operations
 
     def catch_up(self, model: ReadModel, *, suffix: str = "", limit: int = BATCH) -> int:
         """Apply up to ``limit`` new events of each source; returns how many were read."""
@@ -141,21 +153,14 @@ class ReadModelStore:
         done = 0
         for source in model.sources:
             start = self._position(model.name + suffix, source)
-            app = self._sources[source]
-            notifications = app.recorder.select_notifications(start=start + 1, limit=limit)
-            if not notifications:
+            batch = self._read(source, start, [model], limit)
+            if batch is None:
                 continue
-            events = [(n.id, app.mapper.to_domain_event(n)) for n in notifications]
-            self._warm([model], [event for _, event in events])
-            operations = [
-                operation
-                for position, event in events
-                for operation in model.handle(source, position, event, self._context)
-            ]
+            count, end, operations = batch
             with self.db.transaction(durable=False) as c:
-                self._advance(c, model.name + suffix, source, start, notifications[-1].id)
+                self._advance(c, model.name + suffix, source, start, end)
                 self._apply(c, operations, suffix)
-            done += len(notifications)
+            done += count
         return done
 
     def _warm(self, models: Sequence[ReadModel], events: Sequence[Any]) -> None:
@@ -271,22 +276,12 @@ class ReadModelStore:
         with self.db.transaction(exclusive=True) as c:
             for source in model.sources:
                 start = self._position_in(c, model.name + NEXT, source)
-                app = self._sources[source]
-                while True:
-                    notifications = app.recorder.select_notifications(start=start + 1, limit=2000)
-                    if not notifications:
-                        break
-                    operations = [
-                        op
-                        for n in notifications
-                        for op in model.handle(
-                            source, n.id, app.mapper.to_domain_event(n), self._context
-                        )
-                    ]
-                    self._advance(c, model.name + NEXT, source, start, notifications[-1].id)
+                while batch := self._read(source, start, [model], 2000):
+                    count, end, operations = batch
+                    self._advance(c, model.name + NEXT, source, start, end)
                     self._apply(c, operations, NEXT)
-                    read += len(notifications)
-                    start = notifications[-1].id
+                    read += count
+                    start = end
             self._swap(c, model)
         return read
 
@@ -425,12 +420,7 @@ class EntityViews:
         if not missing:
             return
         ids = sorted({entity_id for entity_id, _ in missing})
-        aggregate: Any = None
-        for stored in self._history.events_of(ids):
-            event: Any = self._app.mapper.to_domain_event(stored)
-            if aggregate is not None and aggregate.id != event.originator_id:
-                aggregate = None
-            aggregate = event.mutate(aggregate)
+        for event, aggregate in replay(self._app.mapper, self._history.events_of(ids)):
             pair = (event.originator_id, event.originator_version)
             if pair in missing and aggregate is not None:
                 self._keep(pair, self._render(aggregate))
