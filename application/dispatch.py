@@ -19,8 +19,14 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder, Tracking
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    JSONTranscoder,
+    ProcessRecorder,
+    Recording,
+    Tracking,
+)
 
 from application import views
 from application.commerce import Commerce
@@ -28,11 +34,13 @@ from application.directory import WebhookDirectory
 from application.errors import Conflict, NotFound
 from application.ports import BuildEnvelope, EventHistory
 from application.recorded import NotifiesOnRecord
-from application.replay import replay
+from application.schedule import schedule_write
 from application.transcodings import register_store_transcodings
 from domain.base import StoreAggregate
 from domain.delivery import (
+    CircuitPolicy,
     Delivery,
+    DeliveryAttempted,
     Envelope,
     RetryPolicy,
     delivery_id_of,
@@ -46,10 +54,21 @@ UPSTREAM = Commerce.name
 
 
 @dataclass(frozen=True)
+class DeliveryRef:
+    """Who a delivery is for, as a worker's message carries it: enough to record an
+    attempt without reading the delivery."""
+
+    delivery_id: UUID
+    webhook_id: UUID
+    store_id: UUID
+    event_id: str
+
+
+@dataclass(frozen=True)
 class AttemptResult:
     """What a worker observed on one attempt, to be recorded on its delivery."""
 
-    delivery_id: UUID
+    delivery: DeliveryRef
     number: int
     started_at: datetime
     duration_ms: float
@@ -60,6 +79,10 @@ class AttemptResult:
     response_body: str = ""
     retry_after: float | None = None
     final: bool = False  # no retry whatever the outcome (e.g. the webhook was deleted)
+
+    @property
+    def delivery_id(self) -> UUID:
+        return self.delivery.delivery_id
 
     @property
     def gone(self) -> bool:
@@ -79,18 +102,18 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         history: Callable[[Any], EventHistory],
         build_envelope: BuildEnvelope,
         policy: RetryPolicy | None = None,
+        circuit: CircuitPolicy | None = None,
         clock: Callable[[], datetime] | None = None,
         random: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(env)
         self.commerce = commerce
         self.directory = directory
-        # Reads beyond the repository: commerce's (snapshots as of a position) and our
-        # own (many deliveries at once).
+        # Reads beyond the repository: commerce's snapshots as of a position.
         self.history = history(commerce.recorder)
-        self._own_events = history(self.recorder)
         self.build_envelope = build_envelope
         self.policy = policy or RetryPolicy()
+        self.circuit = circuit or CircuitPolicy()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.random = random or _random.random
         # Views of an entity at a version never change: cache them across events.
@@ -102,6 +125,23 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         register_store_transcodings(transcoder)
+
+    def _record(self, processing_event: ProcessingEvent[UUID]) -> list[Recording[UUID]]:
+        """Every save carries what its events change in the delivery schedule and the
+        webhooks' health, for the event store to write in the same transaction
+        (`application.schedule`; infrastructure's dispatch recorder writes it)."""
+        processing_event.saved_kwargs["schedule"] = schedule_write(
+            processing_event.events, self.circuit
+        )
+        return super()._record(processing_event)
+
+    def _save_with(self, tracking: Tracking | None, *objs: Any) -> list[Recording[UUID]]:
+        """`save`, with the upstream position the saved objects came from."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking)
+        processing_event.collect_events(*objs)
+        recordings = self._record(processing_event)
+        self._notify(recordings)
+        return recordings
 
     # Envelopes and fan-out -----------------------------------------------------------
 
@@ -150,8 +190,7 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
             for notification in notifications:
                 domain_event = self.commerce.mapper.to_domain_event(notification)
                 new.extend(self._envelope_and_deliveries(domain_event, notification.id))
-            pending = [e for aggregate in new for e in aggregate.collect_events()]
-            self.events.put(pending, tracking=Tracking(UPSTREAM, notifications[-1].id))
+            self._save_with(Tracking(UPSTREAM, notifications[-1].id), *new)
         except BaseException:
             self._position = None  # whatever failed, read the position again next time
             raise
@@ -191,6 +230,8 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
                 built.occurred_at,
                 False,
                 Actor.system(),
+                entity_id=built.entity_id,
+                position=position,
             )
             for target in self.directory.matching(
                 built.store_id, built.event_type, built.occurred_at
@@ -203,41 +244,38 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
 
     # Attempts ------------------------------------------------------------------------
 
-    def record_attempts(self, results: Sequence[AttemptResult]) -> list[Delivery]:
-        """Record many attempts in one transaction (group commit); duplicates of an
-        attempt already recorded are ignored. Returns the deliveries that changed."""
-        changed: dict[UUID, Delivery] = {}
-        loaded = self._deliveries({r.delivery_id for r in results})
-        for result in results:
-            delivery = loaded.get(result.delivery_id) or self._delivery(result.delivery_id)
-            if self._apply_attempt(delivery, result):
-                changed[delivery.id] = delivery
-        if not changed:
+    def record_attempts(self, results: Sequence[AttemptResult]) -> list[DeliveryAttempted]:
+        """Record many attempts in one transaction (group commit), without reading their
+        deliveries: attempt N of a delivery is its version N + 1 (`Delivery.attempted`).
+        An attempt recorded already (a redelivered message) is refused by the event
+        store; the batch is then recorded one attempt at a time, skipping such ones.
+        Returns the events of the attempts recorded now."""
+        events = [self._attempted(result) for result in results]
+        if not events:
             return []
         try:
-            self.save(*changed.values())
+            self.save(*events)
         except IntegrityError:
-            # Another worker recorded on one of these meanwhile (a redelivered message):
-            # fall back to one transaction per attempt, each on fresh state.
-            return self._record_one_by_one(results)
-        return list(changed.values())
+            return self._record_one_by_one(events)
+        return events
 
-    def _record_one_by_one(self, results: Sequence[AttemptResult]) -> list[Delivery]:
-        changed = []
-        for result in results:
-            delivery = self._delivery(result.delivery_id)
-            if self._apply_attempt(delivery, result):
-                try:
-                    self.save(delivery)
-                except IntegrityError:
-                    continue
-                changed.append(delivery)
-        return changed
+    def _record_one_by_one(self, events: Sequence[DeliveryAttempted]) -> list[DeliveryAttempted]:
+        recorded = []
+        for event in events:  # the same attempt twice in one batch: the second is refused
+            try:
+                self.save(event)
+            except IntegrityError:
+                continue
+            recorded.append(event)
+        return recorded
 
-    def _apply_attempt(self, delivery: Delivery, result: AttemptResult) -> bool:
-        if delivery.finished:
-            return False
-        return delivery.record_attempt(
+    def _attempted(self, result: AttemptResult) -> DeliveryAttempted:
+        ref = result.delivery
+        return Delivery.attempted(
+            ref.delivery_id,
+            webhook_id=ref.webhook_id,
+            store_id=ref.store_id,
+            event_id=ref.event_id,
             number=result.number,
             started_at=result.started_at,
             duration_ms=result.duration_ms,
@@ -341,15 +379,11 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
     def delivery(self, delivery_id: UUID) -> Delivery:
         return self._delivery(delivery_id)
 
-    def _deliveries(self, delivery_ids: set[UUID]) -> dict[UUID, Delivery]:
-        """Many deliveries in one read of the event store (a worker's group commit would
-        otherwise read them one query at a time)."""
-        deliveries: dict[UUID, Delivery] = {}
-        stored = self._own_events.events_of(sorted(delivery_ids))
-        for _, aggregate in replay(self.mapper, stored):
-            if isinstance(aggregate, Delivery):
-                deliveries[aggregate.id] = aggregate
-        return deliveries
+    def ref(self, delivery_id: UUID) -> DeliveryRef:
+        """A delivery's `DeliveryRef`, read from the store (for tools and tests; workers
+        get theirs from their message)."""
+        d = self._delivery(delivery_id)
+        return DeliveryRef(d.id, d.webhook_id, d.store_id, d.event_id)
 
     def _delivery(self, delivery_id: UUID) -> Delivery:
         try:

@@ -52,11 +52,13 @@ def run(url: str, body: bytes, headers: dict[str, str], threads: int, seconds: f
         w.start()
     # Warm the pool for a moment, then count.
     began = time.perf_counter()
+    cpu_began = time.process_time()  # every thread of this process: the client side
     stop_at[0] = began + seconds
     start_line.wait()
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu_began
     client.close()
     every = [x for chunk in latencies for x in chunk]
     return {
@@ -65,6 +67,9 @@ def run(url: str, body: bytes, headers: dict[str, str], threads: int, seconds: f
         "requests": len(every),
         "errors": sum(errors),
         "per_second": round(len(every) / elapsed, 1),
+        # The client's CPU per POST: what one delivery's HTTP costs at the least, the
+        # yardstick of the pipeline's CPU per delivery (bench/README.md).
+        "client_cpu_ms_per_post": round(1000 * cpu / max(len(every), 1), 3),
         "latency_ms": summarize([x * 1000 for x in every]),
     }
 

@@ -106,8 +106,6 @@ class Mode:
         n = self.starts.get(role, 0) + 1
         self.starts[role] = n
         argv = [WEBROUND, role]
-        if self.overrides.get("BENCH_PATCHES"):
-            argv = [PYTHON, "-m", "bench.experiments", role]  # prototypes: bench/experiments.py
         proc = Proc(role, argv, self.env, self.workdir / "logs" / f"{role}-{n}.log")
         proc.start(ROOT)
         self.procs[role] = proc

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -113,17 +114,84 @@ class Attempt:
 
     @property
     def succeeded(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
+        return succeeded(self.status_code)
+
+
+def succeeded(status_code: int | None) -> bool:
+    """A 2xx answer: the one kind of success (§6)."""
+    return status_code is not None and 200 <= status_code < 300
+
+
+def verdict(
+    number: int,
+    started_at: datetime,
+    status_code: int | None,
+    policy: RetryPolicy,
+    random: Callable[[], float],
+    retry_after: float | None = None,
+    final: bool = False,
+) -> tuple[datetime | None, str]:
+    """What attempt ``number`` leaves its delivery with: when the next attempt is due
+    (None: no more) and the outcome, ``succeeded``, ``retrying`` or ``failed``. A failed
+    attempt is retried by ``policy`` unless ``final`` (410 Gone, the webhook deleted) or
+    the schedule is used up. A function of the attempt alone: recording it needs no read
+    of the delivery."""
+    if succeeded(status_code):
+        return None, "succeeded"
+    next_at = None if final else policy.next_attempt_at(number, started_at, random, retry_after)
+    return next_at, ("retrying" if next_at else "failed")
 
 
 class Delivery(Aggregate):
-    """One envelope on its way to one webhook, with the record of every attempt."""
+    """One envelope on its way to one webhook, with the record of every attempt.
+
+    Its versions are fixed by its attempts: ``Scheduled`` is version 1 and attempt N is
+    version N + 1, so an attempt can be recorded without reading the delivery (`attempted`)
+    and a second record of the same attempt is refused by the event store."""
+
+    @dataclass(frozen=True)
+    class Scheduled(Aggregate.Created):
+        delivery_id: UUID
+        envelope_id: UUID
+        event_id: str
+        event_type: str
+        store_id: UUID
+        webhook_id: UUID
+        due_at: datetime
+        replay: bool
+        actor: Actor
+        # The envelope's entity and log position: what ordered delivery waits on.
+        entity_id: UUID | None
+        position: int | None
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["entity_id"] = None
+            state["position"] = None
+
+    @dataclass(frozen=True)
+    class Attempted(Aggregate.Event):
+        webhook_id: UUID
+        store_id: UUID
+        event_id: str
+        number: int
+        started_at: datetime
+        duration_ms: float
+        status_code: int | None
+        error: str | None
+        detail: str | None
+        response_headers: dict[str, str]
+        response_body: str
+        next_attempt_at: datetime | None
+        outcome: str
 
     @staticmethod
     def create_id(delivery_id: UUID) -> UUID:
         return delivery_id
 
-    @event("Scheduled")
+    @event(Scheduled)
     def __init__(
         self,
         delivery_id: UUID,
@@ -135,6 +203,8 @@ class Delivery(Aggregate):
         due_at: datetime,
         replay: bool,
         actor: Actor,
+        entity_id: UUID | None = None,
+        position: int | None = None,
     ) -> None:
         self.envelope_id = envelope_id
         self.event_id = event_id
@@ -143,6 +213,8 @@ class Delivery(Aggregate):
         self.webhook_id = webhook_id
         self.replay = replay
         self.requested_by = actor
+        self.entity_id = entity_id
+        self.position = position
         self.attempts: list[Attempt] = []
         self.status = "pending"
         self.next_attempt_at: datetime | None = due_at
@@ -151,9 +223,30 @@ class Delivery(Aggregate):
     def finished(self) -> bool:
         return self.status != "pending"
 
-    def record_attempt(
-        self,
+    def record_attempt(self, **attempt: Any) -> bool:
+        """Record an attempt on this delivery in memory (its arguments: `attempted`'s,
+        but the delivery's); False when that attempt was recorded already."""
+        if any(a.number == attempt["number"] for a in self.attempts):
+            return False
+        if self.finished:
+            raise InvalidTransition(f"delivery {self.id} is already {self.status}")
+        event = Delivery.attempted(
+            self.id,
+            webhook_id=self.webhook_id,
+            store_id=self.store_id,
+            event_id=self.event_id,
+            **attempt,
+        )
+        self._attempted(**_fields(event))
+        return True
+
+    @staticmethod
+    def attempted(
+        delivery_id: UUID,
         *,
+        webhook_id: UUID,
+        store_id: UUID,
+        event_id: str,
         number: int,
         started_at: datetime,
         duration_ms: float,
@@ -166,25 +259,21 @@ class Delivery(Aggregate):
         random: Callable[[], float],
         retry_after: float | None = None,
         final: bool = False,
-    ) -> bool:
-        """Record attempt ``number``; False when it was recorded already (a duplicate).
-
-        A failed attempt schedules the next one by ``policy``, unless ``final`` (the
-        receiver said 410 Gone) or the schedule is exhausted.
-        """
-        if any(a.number == number for a in self.attempts):
-            return False
-        if self.finished:
-            raise InvalidTransition(f"delivery {self.id} is already {self.status}")
-        succeeded = status_code is not None and 200 <= status_code < 300
-        next_at = None
-        if not succeeded and not final:
-            next_at = policy.next_attempt_at(number, started_at, random, retry_after)
-        outcome = "succeeded" if succeeded else ("retrying" if next_at else "failed")
-        self._attempted(
-            webhook_id=self.webhook_id,
-            store_id=self.store_id,
-            event_id=self.event_id,
+    ) -> Delivery.Attempted:
+        """The event of attempt ``number`` of a delivery, made without reading it: at
+        version ``number + 1`` (see the class). Its retry is decided by `verdict`. The
+        event store refuses it for an attempt recorded already; infrastructure's
+        schedule refuses it for a delivery not due for that attempt."""
+        next_at, outcome = verdict(
+            number, started_at, status_code, policy, random, retry_after, final
+        )
+        return Delivery.Attempted(
+            originator_id=delivery_id,
+            originator_version=number + 1,
+            timestamp=Delivery.Attempted.create_timestamp(),
+            webhook_id=webhook_id,
+            store_id=store_id,
+            event_id=event_id,
             number=number,
             started_at=started_at,
             duration_ms=duration_ms,
@@ -196,9 +285,8 @@ class Delivery(Aggregate):
             next_attempt_at=next_at,
             outcome=outcome,
         )
-        return True
 
-    @event("Attempted")
+    @event(Attempted)
     def _attempted(
         self,
         webhook_id: UUID,
@@ -232,11 +320,16 @@ class Delivery(Aggregate):
         self.status = "pending" if outcome == "retrying" else outcome
 
 
-# The event classes the decorators above define, named for code outside this module (the
-# decorator creates them at run time, so type checkers cannot see them as attributes).
-DeliveryScheduled: type[Aggregate.Event] = Delivery.Scheduled  # type: ignore[attr-defined]
-DeliveryAttempted: type[Aggregate.Event] = Delivery.Attempted  # type: ignore[attr-defined]
-EnvelopeCreated: type[Aggregate.Event] = Envelope.Created
+def _fields(event: Delivery.Attempted) -> dict[str, Any]:
+    """An attempt event's own fields (the arguments of `Delivery._attempted`)."""
+    common = {"originator_id", "originator_version", "timestamp"}
+    return {k: getattr(event, k) for k in event.__dataclass_fields__ if k not in common}
+
+
+# Short names for code outside this module.
+DeliveryScheduled = Delivery.Scheduled
+DeliveryAttempted = Delivery.Attempted
+EnvelopeCreated = Envelope.Created
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from infrastructure.readmodels import (
     open_database,
     store_lookup,
 )
-from infrastructure.schedule import Schedule, open_schedule_db
+from infrastructure.schedule import Schedule
 from infrastructure.secrets import MasterKey, SealingKeeper, SecretBox
 from infrastructure.sender import Sender
 from infrastructure.settings import Settings
@@ -72,12 +72,11 @@ class Services:
     _schedule_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def schedule(self) -> Schedule:
-        """The delivery schedule's tables, opened on first use (the API reads circuit
-        state and gauges from them; only the dispatcher writes them)."""
+        """The delivery schedule's tables (in the dispatch store's database: the API
+        reads circuit state and gauges from them)."""
         with self._schedule_lock:
             if self._schedule is None:
-                self._schedule = open_schedule(self.settings)
-                self._closers.insert(0, self._schedule.close)
+                self._schedule = open_schedule(self)
             return self._schedule
 
     def close(self) -> None:
@@ -123,6 +122,7 @@ def _build(
         history=event_history,
         build_envelope=build_envelope,
         policy=RetryPolicy(settings.retry_schedule),
+        circuit=circuit_policy(settings),
         clock=clock,
         random=jitter or random.random,
     )
@@ -153,10 +153,12 @@ def open_queue(services: Services) -> Queue:
     return queue
 
 
-def open_schedule(settings: Settings) -> Schedule:
-    policy = CircuitPolicy(disable_after=timedelta(seconds=settings.auto_disable_after))
-    with schema_lock(settings.database_url):
-        return Schedule(open_schedule_db(settings.data_dir, settings.database_url), policy)
+def circuit_policy(settings: Settings) -> CircuitPolicy:
+    return CircuitPolicy(disable_after=timedelta(seconds=settings.auto_disable_after))
+
+
+def open_schedule(services: Services) -> Schedule:
+    return Schedule(services.dispatch.recorder, circuit_policy(services.settings))
 
 
 def start_dispatcher(
@@ -165,7 +167,7 @@ def start_dispatcher(
     clock: Callable[[], datetime] | None = None,
 ) -> Dispatcher:
     """Run the dispatcher loop in a background thread until `services.close()`."""
-    schedule = open_schedule(services.settings)
+    schedule = services.schedule()
     if queue.in_process:
         # An in-process broker lost every message with the last process: hand out again
         # at once what was handed out then, instead of waiting for the leases to run out.
@@ -202,7 +204,6 @@ def start_dispatcher(
         thread.join(timeout=10)
         if listener is not None:
             listener.close()
-        schedule.close()
 
     services._closers.append(close)
     return dispatcher

@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
-from application.dispatch import AttemptResult, Dispatch
+from application.dispatch import AttemptResult, DeliveryRef, Dispatch
 from application.webhooks import Webhooks
 from domain.delivery import Envelope
 from domain.values import Actor
@@ -91,10 +91,9 @@ class Dispatcher:
     def step(self) -> int:
         """One pass over all stages; returns how much work it found."""
         created = self.dispatch.process_new_events()
-        scheduled = self.schedule.catch_up(self.dispatch)
         sent = self.enqueue_due()
         self.check_health()
-        return created + scheduled + sent
+        return created + sent
 
     def enqueue_due(self) -> int:
         now = self._clock()
@@ -125,10 +124,13 @@ class Dispatcher:
         is settled here instead (webhook deleted), postponed (disabled, rate limited)."""
         target = self.dispatch.directory.get(item.webhook_id)
         if target is None or target.deleted:
+            envelope = self._envelope(item.envelope_id)
             self.dispatch.record_attempts(
                 [
                     AttemptResult(
-                        item.delivery_id,
+                        DeliveryRef(
+                            item.delivery_id, item.webhook_id, item.store_id, envelope.event_id
+                        ),
                         item.attempt,
                         now,
                         0.0,

@@ -20,7 +20,7 @@ Two kinds, exposed differently:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -29,8 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, start_http_server
 from prometheus_client.registry import Collector
 
-from application.dispatch import AttemptResult
-from domain.delivery import Delivery
+from domain.delivery import DeliveryAttempted
 from infrastructure.schedule import Schedule
 from infrastructure.settings import Settings
 
@@ -66,27 +65,16 @@ DISPATCHER_ACTIVE = Gauge(
 )
 
 
-def observe_attempts(results: Sequence[AttemptResult], changed: Iterable[Delivery]) -> None:
-    """Count the attempts of ``results`` that were recorded (``changed`` deliveries)."""
-    recorded = {(result.delivery_id, result.number) for result in results}
-    for delivery in changed:
-        for attempt in delivery.attempts:
-            if (delivery.id, attempt.number) not in recorded:
-                continue
-            if attempt.succeeded:
-                outcome = "succeeded"
-            else:
-                outcome = "retrying" if attempt.next_attempt_at is not None else "failed"
-            ATTEMPTS.labels(outcome).inc()
-            ATTEMPT_SECONDS.observe(max(attempt.duration_ms, 0.0) / 1000)
+def observe_attempts(recorded: Iterable[DeliveryAttempted]) -> None:
+    """Count attempts just recorded, by outcome."""
+    for attempt in recorded:
+        ATTEMPTS.labels(attempt.outcome).inc()
+        ATTEMPT_SECONDS.observe(max(attempt.duration_ms, 0.0) / 1000)
 
 
 def circuits_open(schedule: Schedule, now: datetime) -> int:
     """Webhooks whose circuit is open at ``now`` (no deliveries until its cool-down ends)."""
-    sql = "SELECT count(*) FROM webhook_health WHERE open_until > ?"
-    with schedule.db.transaction() as c:
-        c.execute(sql.replace("?", schedule.db.placeholder), (now.timestamp(),))
-        return int(c.fetchone()[0])
+    return schedule.circuits_open(now)
 
 
 class ServiceGauges(Collector):

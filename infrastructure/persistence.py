@@ -34,8 +34,18 @@ def application_env(settings: Settings, application_name: str) -> dict[str, str]
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             **postgres_env(settings.database_url),
         }
+    if application_name == DISPATCH:
+        # The dispatch store's recorder also writes the delivery schedule, in the same
+        # transaction as the events (infrastructure/schedule.py).
+        recorder = "Sqlite" if settings.database_url is None else "Postgres"
+        env["PROCESS_RECORDER_TOPIC"] = f"infrastructure.schedule:{recorder}DispatchRecorder"
     prefix = application_name.upper()
     return {f"{prefix}_{key}": value for key, value in env.items()}
+
+
+# The dispatch application's name (application.dispatch.Dispatch.name), whose recorder is
+# ours; named here rather than imported to keep this module free of the applications.
+DISPATCH = "dispatch"
 
 
 def postgres_env(database_url: str) -> dict[str, str]:

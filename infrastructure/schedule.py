@@ -1,46 +1,44 @@
-"""The durable delivery schedule: SQL tables of due deliveries and of each webhook's health,
-projected from the dispatch log with their tracking position in the same transaction.
+"""The durable delivery schedule: SQL tables of due deliveries and of each webhook's
+health, kept in the dispatch event store's own database and written in the same
+transaction as the events that change them.
 
-The dispatcher *claims* due rows for a lease before it enqueues them; a row leaves the
-table only when its delivery succeeds or fails for good, so a message lost with a killed
-worker or broker comes back when its lease runs out. Retries due in hours are rows here,
-not messages in a worker's memory.
+The dispatch application's recorder (`PostgresDispatchRecorder`, `SqliteDispatchRecorder`,
+chosen by `infrastructure.persistence.application_env`) writes a save's `ScheduleWrite`
+(`application.schedule`) before its events, in one transaction: a delivery scheduled is
+a due row, an attempt recorded moves or removes it and counts in its webhook's health.
+No follower reads the log again for it, and rows and events can never disagree.
+
+The dispatcher *claims* due rows for a lease before it enqueues them (`Schedule.claim`);
+a row leaves the table only when its delivery succeeds or fails for good, so a message
+lost with a killed worker or broker comes back when its lease runs out. Retries due in
+hours are rows here, not messages in a worker's memory.
 
 Claims isolate webhooks from each other: at most ``per_webhook`` deliveries of one webhook
 are in flight at once, and a webhook whose circuit is open (it kept failing, see
 `domain.delivery.CircuitPolicy`) gets none until its cool-down ends, then one probe.
 
-It is on the dispatcher's hot path, so each step costs few statements: a catch-up folds
-its batch per delivery and per webhook (`projections.schedule`) and writes the result
-with one ``executemany`` per kind of row, remembering its position between batches; a
-claim is one statement.
+Locks, on PostgreSQL: a save takes row locks on its due rows, then on its webhooks' health
+rows, each in id order, and only then eventsourcing's table lock on the events table
+(held to the commit): one order for every writer, so writers never deadlock.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from application.dispatch import Dispatch
-from application.views import timestamp
-from domain.delivery import CircuitPolicy, DeliveryAttempted, DeliveryScheduled
-from infrastructure.sql import Cursor, Database, PostgresDatabase, SqliteDatabase
-from projections.schedule import (
-    Folded,
-    HealthRecord,
-    Outcome,
-    fold_changes,
-    fold_outcomes,
-    outcome_of,
-    schedule_change,
-)
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
+from eventsourcing.sqlite import SQLiteDatastore, SQLiteProcessRecorder
+from psycopg.rows import tuple_row
 
-_TOPICS = [f"{cls.__module__}:{cls.__qualname__}" for cls in (DeliveryScheduled, DeliveryAttempted)]
+from application.schedule import Folded, HealthRecord, Outcome, ScheduleWrite, fold_outcomes
+from application.views import timestamp
+from domain.delivery import CircuitPolicy
 
 
 @dataclass(frozen=True)
@@ -92,215 +90,298 @@ def _ts_or_none(moment: datetime | None) -> float | None:
     return None if moment is None else _ts(moment)
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def _str_or_none(value: UUID | None) -> str | None:
+    return None if value is None else str(value)
 
 
 # Bound parameters per ``IN (...)`` list: well within SQLite's and PostgreSQL's limits.
 _IN_LIST = 500
 
 
-class _Overtaken(RuntimeError):
-    """The tracking position is not where this batch began: another writer moved it on,
-    or the server lost our last (non-durable) commits."""
+@dataclass(frozen=True)
+class _Dialect:
+    """What differs between the two databases in this module's SQL."""
 
-    def __init__(self) -> None:
-        super().__init__("the schedule was advanced by another process")
+    placeholder: str
+    prefix: str  # "schema." on PostgreSQL
+    types: dict[str, str]
+    skip_locked: str  # row locks a claim takes, skipping rows another claim holds
+    for_update: str
+
+    def sql(self, text: str) -> str:
+        """``text`` with ``?`` placeholders and ``{t}`` table prefixes made real."""
+        text = text.replace("{t}", self.prefix)
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
 
 
-class Schedule:
-    def __init__(
-        self, db: Database, policy: CircuitPolicy | None = None, recheck_after: float = 1.0
-    ) -> None:
-        self.db = db
-        self.policy = policy or CircuitPolicy()
-        self._ph = db.placeholder
-        self._lock = " FOR UPDATE SKIP LOCKED" if isinstance(db, PostgresDatabase) else ""
-        # The tracking position as this instance last committed or read it (None: not
-        # known, read it), and when. A batch's guard finds it out of date if the position
-        # moved meanwhile (another writer moved it on, or the server lost our last
-        # non-durable commits); with nothing new in the log there is no batch to find
-        # that, so the position is read again once it is ``recheck_after`` seconds old.
-        self._position: int | None = None
-        self._position_at = 0.0
-        self._recheck_after = recheck_after
-        t = db.types
-        with db.transaction() as c:
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS due_deliveries ("
-                f" delivery_id {t['text']} PRIMARY KEY, webhook_id {t['text']} NOT NULL,"
-                f" envelope_id {t['text']} NOT NULL, store_id {t['text']} NOT NULL,"
-                f" attempt {t['integer']} NOT NULL, due_at {t['real']} NOT NULL,"
-                f" lease_until {t['real']})"
-            )
-            c.execute("CREATE INDEX IF NOT EXISTS due_deliveries_due ON due_deliveries (due_at)")
-            c.execute(
-                "CREATE INDEX IF NOT EXISTS due_deliveries_webhook "
-                "ON due_deliveries (webhook_id, lease_until)"
-            )
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS webhook_health ("
-                f" webhook_id {t['text']} PRIMARY KEY,"
-                f" consecutive_failures {t['integer']} NOT NULL,"
-                f" failing_since {t['real']}, last_success_at {t['real']}, open_until {t['real']})"
-            )
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS due_tracking ("
-                f" id {t['integer']} PRIMARY KEY CHECK (id = 1), position {t['integer']} NOT NULL)"
-            )
-            c.execute(self._sql("INSERT INTO due_tracking VALUES (1, 0) ON CONFLICT DO NOTHING"))
+def _postgres_dialect(schema: str) -> _Dialect:
+    return _Dialect(
+        "%s",
+        f'"{schema}".',
+        {"text": "text", "integer": "bigint", "real": "double precision"},
+        " FOR UPDATE SKIP LOCKED",
+        " FOR UPDATE",
+    )
 
-    def _sql(self, text: str) -> str:
-        return text if self._ph == "?" else text.replace("?", self._ph)
 
-    # Projection ----------------------------------------------------------------------
+_SQLITE = _Dialect("?", "", {"text": "TEXT", "integer": "INTEGER", "real": "REAL"}, "", "")
 
-    def position(self) -> int:
-        with self.db.transaction() as c:
-            c.execute("SELECT position FROM due_tracking")
-            return int(c.fetchone()[0])
 
-    def catch_up(self, dispatch: Dispatch, limit: int = 1000) -> int:
-        """Apply up to ``limit`` new notifications of the dispatch log (deliveries and
-        attempts) exactly once, rows and position in one transaction; returns the number
-        of schedule changes applied."""
-        head = dispatch.recorder.max_notification_id() or 0
-        start = self._position
-        if start is not None:
-            if head > start:
-                try:
-                    return self._catch_up(dispatch, start, head, limit)
-                except _Overtaken:
-                    pass  # the position moved since we knew it: go on from where it is
-            elif time.monotonic() - self._position_at < self._recheck_after:
-                return 0  # nothing new since we knew the position: not even a transaction
-        start = self.position()
-        if head <= start:
-            self._remember(start)
-            return 0
-        return self._catch_up(dispatch, start, head, limit)
+def _create_statements(d: _Dialect) -> list[str]:
+    t = d.types
+    return [
+        d.sql(
+            "CREATE TABLE IF NOT EXISTS {t}due_deliveries ("
+            f" delivery_id {t['text']} PRIMARY KEY, webhook_id {t['text']} NOT NULL,"
+            f" envelope_id {t['text']} NOT NULL, store_id {t['text']} NOT NULL,"
+            f" attempt {t['integer']} NOT NULL, due_at {t['real']} NOT NULL,"
+            f" lease_until {t['real']}, entity_id {t['text']}, position {t['integer']})"
+        ),
+        d.sql("CREATE INDEX IF NOT EXISTS due_deliveries_due ON {t}due_deliveries (due_at)"),
+        d.sql(
+            "CREATE INDEX IF NOT EXISTS due_deliveries_webhook "
+            "ON {t}due_deliveries (webhook_id, lease_until)"
+        ),
+        d.sql(
+            "CREATE TABLE IF NOT EXISTS {t}webhook_health ("
+            f" webhook_id {t['text']} PRIMARY KEY,"
+            f" consecutive_failures {t['integer']} NOT NULL,"
+            f" failing_since {t['real']}, last_success_at {t['real']}, open_until {t['real']})"
+        ),
+    ]
 
-    def _remember(self, position: int) -> None:
-        self._position, self._position_at = position, time.monotonic()
 
-    def _catch_up(self, dispatch: Dispatch, start: int, head: int, limit: int) -> int:
-        self._position = None  # known again only once this batch commits
-        notifications = dispatch.recorder.select_notifications(
-            start=start + 1, limit=limit, stop=head, topics=_TOPICS
+class UnexpectedAttempt(IntegrityError):
+    """A save records an attempt its delivery is not due for: recorded already (a
+    redelivered message, a lease that ran out while the first try was under way), or for
+    a delivery that does not exist. The whole save is refused."""
+
+
+def write_schedule(cursor: Any, d: _Dialect, write: ScheduleWrite) -> None:
+    """Apply a save's schedule changes and health outcomes with ``cursor``, inside the
+    save's transaction (before its events: see the module's note on locks)."""
+    if write.expected:
+        _check_expected(cursor, d, write.expected)
+    _apply_changes(cursor, d, write.changes)
+    if write.outcomes:
+        _record_outcomes(cursor, d, write.outcomes, write.policy)
+
+
+def _check_expected(c: Any, d: _Dialect, expected: Sequence[tuple[UUID, int]]) -> None:
+    """Each (delivery, attempt) must have its due row at that attempt; the rows are
+    locked (in id order) until the save commits."""
+    wanted = {str(delivery_id): number for delivery_id, number in expected}
+    if len(wanted) != len(expected):
+        raise UnexpectedAttempt("two attempts of one delivery in one save")
+    ids = sorted(wanted)
+    found: dict[str, int] = {}
+    for start in range(0, len(ids), _IN_LIST):
+        chunk = ids[start : start + _IN_LIST]
+        c.execute(
+            d.sql(
+                "SELECT delivery_id, attempt FROM {t}due_deliveries"  # noqa: S608 (placeholders only)
+                f" WHERE delivery_id IN ({', '.join('?' * len(chunk))})"
+                f" ORDER BY delivery_id{d.for_update}"
+            ),
+            chunk,
         )
-        # Fewer than asked for means every notification up to ``head`` was seen.
-        position = notifications[-1].id if len(notifications) == limit else head
-        events = [dispatch.mapper.to_domain_event(n) for n in notifications]
-        changes = [c for c in map(schedule_change, events) if c is not None]
-        outcomes = [o for o in map(outcome_of, events) if o is not None]
-        # Rows and position commit together: a commit lost in a crash loses both and is
-        # applied again (see `_position`), so the commit need not wait for the WAL flush.
-        with self.db.transaction(durable=False) as c:
-            # The position moves forward only from where this batch began: a second
-            # writer fails here rather than apply the same changes twice.
-            c.execute(
-                self._sql("UPDATE due_tracking SET position = ? WHERE position = ?"),
-                (position, start),
-            )
-            if c.rowcount != 1:
-                raise _Overtaken()
-            self._apply(c, fold_changes(changes))
-            self._record_outcomes(c, outcomes)
-        self._remember(position)
-        return len(changes)
-
-    def _apply(self, c: Cursor, folded: Folded) -> None:
-        # In this order (see `Folded`): a delivery may have both a delete and an insert, or
-        # an update and an insert, in one batch.
-        if folded.deletes:
-            c.executemany(
-                self._sql("DELETE FROM due_deliveries WHERE delivery_id = ?"),
-                [(str(delivery_id),) for delivery_id in folded.deletes],
-            )
-        if folded.updates:
-            c.executemany(
-                self._sql(
-                    "UPDATE due_deliveries SET attempt = ?, due_at = ?, lease_until = NULL "
-                    "WHERE delivery_id = ? AND attempt < ?"
-                ),
-                [
-                    (r.next_attempt, _ts(r.due_at), str(r.delivery_id), r.next_attempt)
-                    for r in folded.updates
-                ],
-            )
-        if folded.inserts:
-            c.executemany(
-                self._sql(
-                    "INSERT INTO due_deliveries VALUES (?, ?, ?, ?, ?, ?, NULL) "
-                    "ON CONFLICT DO NOTHING"
-                ),
-                [
-                    (
-                        str(d.delivery_id),
-                        str(d.webhook_id),
-                        str(d.envelope_id),
-                        str(d.store_id),
-                        d.attempt,
-                        _ts(d.due_at),
-                    )
-                    for d in folded.inserts
-                ],
+        for row in c.fetchall():
+            found[str(_col(row, 0, "delivery_id"))] = int(_col(row, 1, "attempt"))
+    for delivery_id, number in wanted.items():
+        if found.get(delivery_id) != number:
+            raise UnexpectedAttempt(
+                f"delivery {delivery_id} is not due for attempt {number}"
+                f" (due: {found.get(delivery_id, 'nothing')})"
             )
 
-    def _record_outcomes(self, c: Cursor, outcomes: Sequence[Outcome]) -> None:
-        """Count the batch's attempt outcomes in their webhooks' health: one read of the
-        current records, folded in log order, and one upsert per webhook."""
-        if not outcomes:
-            return
-        webhook_ids = [str(w) for w in dict.fromkeys(o.webhook_id for o in outcomes)]
-        current: dict[UUID, HealthRecord] = {}
-        for chunk in _chunks(webhook_ids, _IN_LIST):
-            c.execute(
-                self._sql(
-                    "SELECT webhook_id, consecutive_failures, failing_since, last_success_at,"  # noqa: S608 (placeholders only)
-                    " open_until FROM webhook_health"
-                    f" WHERE webhook_id IN ({', '.join('?' * len(chunk))})"
-                ),
-                chunk,
-            )
-            for row in c.fetchall():
-                current[UUID(str(row[0]))] = _record(row[1:])
-        records = fold_outcomes(current, outcomes, self.policy)
+
+def _apply_changes(c: Any, d: _Dialect, folded: Folded) -> None:
+    # In this order (see `Folded`): a delivery may have both a delete and an insert, or
+    # an update and an insert, in one batch. Each kind in delivery id order: the row
+    # locks of concurrent savers are always taken in one order.
+    if folded.deletes:
         c.executemany(
-            self._sql(
-                "INSERT INTO webhook_health VALUES (?, ?, ?, ?, ?) ON CONFLICT (webhook_id) DO "
-                "UPDATE SET consecutive_failures = excluded.consecutive_failures, "
-                "failing_since = excluded.failing_since, "
-                "last_success_at = excluded.last_success_at, open_until = excluded.open_until"
+            d.sql("DELETE FROM {t}due_deliveries WHERE delivery_id = ?"),
+            [(str(i),) for i in sorted(folded.deletes)],
+        )
+    if folded.updates:
+        c.executemany(
+            d.sql(
+                "UPDATE {t}due_deliveries SET attempt = ?, due_at = ?, lease_until = NULL "
+                "WHERE delivery_id = ? AND attempt < ?"
+            ),
+            [
+                (r.next_attempt, _ts(r.due_at), str(r.delivery_id), r.next_attempt)
+                for r in sorted(folded.updates, key=lambda r: r.delivery_id)
+            ],
+        )
+    if folded.inserts:
+        c.executemany(
+            d.sql(
+                "INSERT INTO {t}due_deliveries (delivery_id, webhook_id, envelope_id,"
+                " store_id, attempt, due_at, lease_until, entity_id, position)"
+                " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?) ON CONFLICT DO NOTHING"
             ),
             [
                 (
-                    str(webhook_id),
-                    r.consecutive_failures,
-                    _ts_or_none(r.failing_since),
-                    _ts_or_none(r.last_success_at),
-                    _ts_or_none(r.open_until),
+                    str(r.delivery_id),
+                    str(r.webhook_id),
+                    str(r.envelope_id),
+                    str(r.store_id),
+                    r.attempt,
+                    _ts(r.due_at),
+                    _str_or_none(r.entity_id),
+                    r.position,
                 )
-                for webhook_id, r in records.items()
+                for r in sorted(folded.inserts, key=lambda r: r.delivery_id)
             ],
         )
 
-    def _health_in(self, c: Cursor, webhook_id: UUID) -> Health:
+
+def _record_outcomes(
+    c: Any, d: _Dialect, outcomes: Sequence[Outcome], policy: CircuitPolicy
+) -> None:
+    """Count outcomes in their webhooks' health: make sure each webhook has a row, lock
+    the rows (in id order), fold the outcomes in log order from them, write them back."""
+    webhook_ids = sorted({str(o.webhook_id) for o in outcomes})
+    c.executemany(
+        d.sql(
+            "INSERT INTO {t}webhook_health VALUES (?, 0, NULL, NULL, NULL) "
+            "ON CONFLICT (webhook_id) DO NOTHING"
+        ),
+        [(w,) for w in webhook_ids],
+    )
+    current: dict[UUID, HealthRecord] = {}
+    for start in range(0, len(webhook_ids), _IN_LIST):
+        chunk = webhook_ids[start : start + _IN_LIST]
         c.execute(
-            self._sql(
-                "SELECT consecutive_failures, failing_since, last_success_at, open_until "
-                "FROM webhook_health WHERE webhook_id = ?"
+            d.sql(
+                "SELECT webhook_id, consecutive_failures, failing_since, last_success_at,"  # noqa: S608 (placeholders only)
+                f" open_until FROM {{t}}webhook_health WHERE webhook_id IN"
+                f" ({', '.join('?' * len(chunk))}) ORDER BY webhook_id{d.for_update}"
             ),
-            (str(webhook_id),),
+            chunk,
         )
-        row = c.fetchone()
-        r = HealthRecord() if row is None else _record(row)
-        return Health(
-            webhook_id, r.consecutive_failures, r.failing_since, r.last_success_at, r.open_until
+        for row in c.fetchall():
+            current[UUID(str(_col(row, 0, "webhook_id")))] = _record(row)
+    records = fold_outcomes(current, outcomes, policy)
+    c.executemany(
+        d.sql(
+            "UPDATE {t}webhook_health SET consecutive_failures = ?, failing_since = ?,"
+            " last_success_at = ?, open_until = ? WHERE webhook_id = ?"
+        ),
+        [
+            (
+                r.consecutive_failures,
+                _ts_or_none(r.failing_since),
+                _ts_or_none(r.last_success_at),
+                _ts_or_none(r.open_until),
+                str(webhook_id),
+            )
+            for webhook_id, r in sorted(records.items())
+        ],
+    )
+
+
+def _col(row: Any, index: int, name: str) -> Any:
+    """A column of a row from either driver's cursor in a recorder's transaction
+    (psycopg's dict rows there; sqlite3.Row reads both ways)."""
+    return row[name] if isinstance(row, dict) else row[index]
+
+
+def _record(row: Any) -> HealthRecord:
+    """A webhook_health row's record (a row of webhook_id and the four columns)."""
+    return HealthRecord(
+        int(_col(row, 1, "consecutive_failures")),
+        _dt(_col(row, 2, "failing_since")),
+        _dt(_col(row, 3, "last_success_at")),
+        _dt(_col(row, 4, "open_until")),
+    )
+
+
+# The dispatch event store's recorders ------------------------------------------------
+
+
+class PostgresDispatchRecorder(PostgresProcessRecorder):
+    """The dispatch application's PostgreSQL recorder: its events, its tracking, and the
+    schedule written with them (``schedule=`` on `insert_events`)."""
+
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        *,
+        events_table_name: str = "stored_events",
+        tracking_table_name: str = "notification_tracking",
+    ) -> None:
+        super().__init__(
+            datastore,
+            events_table_name=events_table_name,
+            tracking_table_name=tracking_table_name,
+        )
+        from psycopg.sql import SQL
+
+        self.dialect = _postgres_dialect(datastore.schema)
+        self.sql_create_statements.extend(
+            SQL(statement).format() for statement in _create_statements(self.dialect)
         )
 
-    # Claims --------------------------------------------------------------------------
+    def _insert_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        write: ScheduleWrite | None = kwargs.get("schedule")
+        if write is not None and not write.empty:
+            write_schedule(curs, self.dialect, write)
+
+
+class SqliteDispatchRecorder(SQLiteProcessRecorder):
+    """The dispatch application's SQLite recorder (see `PostgresDispatchRecorder`)."""
+
+    dialect = _SQLITE
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(), *_create_statements(_SQLITE)]
+
+    def _insert_events(
+        self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        write: ScheduleWrite | None = kwargs.get("schedule")
+        if write is not None and not write.empty:
+            # A write first takes SQLite's write lock before anything is read: a read
+            # first could not be upgraded to a write once another process committed.
+            c.execute("DELETE FROM due_deliveries WHERE 0")
+            write_schedule(c, self.dialect, write)
+        return super()._insert_events(c, stored_events, **kwargs)
+
+
+# Claims and reads -----------------------------------------------------------------------
+
+
+class Schedule:
+    """Claims and reads of the schedule, on the dispatch event store's database (through
+    its recorder's connections)."""
+
+    def __init__(self, recorder: Any, policy: CircuitPolicy | None = None) -> None:
+        if not isinstance(recorder, PostgresDispatchRecorder | SqliteDispatchRecorder):
+            raise TypeError(f"no schedule in a {type(recorder).__name__}")
+        self._datastore: PostgresDatastore | SQLiteDatastore = recorder.datastore
+        self._d = recorder.dialect
+        self.policy = policy or CircuitPolicy()
+
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[Any]:
+        """A cursor whose rows are tuples, in a transaction (committed if ``write``)."""
+        datastore = self._datastore
+        if isinstance(datastore, PostgresDatastore):
+            with (
+                datastore.get_connection() as connection,
+                connection.transaction(force_rollback=not write),
+                connection.cursor(row_factory=tuple_row) as cursor,
+            ):
+                yield cursor
+        else:
+            with datastore.transaction(commit=write) as cursor:
+                yield cursor.sqlite_cursor  # the driver's own: it has rowcount
 
     def claim(
         self,
@@ -325,11 +406,11 @@ class Schedule:
                 " FROM (SELECT ? - COALESCE(sum(n), 0) AS r FROM busy) AS room)"
             )
             room_params = [limit, limit, max_in_flight]
-        with self.db.transaction() as c:
+        with self._transaction() as c:
             c.execute(
-                self._sql(
+                self._d.sql(
                     # In flight: leased, lease not run out.
-                    "WITH busy AS (SELECT webhook_id, count(*) AS n FROM due_deliveries"  # noqa: S608 (ours, not input)
+                    "WITH busy AS (SELECT webhook_id, count(*) AS n FROM {t}due_deliveries"  # noqa: S608 (ours, not input)
                     "  WHERE lease_until >= ? GROUP BY webhook_id),"
                     # Due, unleased rows ranked per webhook, oldest first. A webhook whose
                     # circuit is open, or already at its cap, is left out before the
@@ -339,8 +420,8 @@ class Schedule:
                     "  COALESCE(b.n, 0) AS in_flight,"
                     "  CASE WHEN h.open_until IS NULL THEN ? ELSE 1 END AS cap,"
                     "  ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.due_at) AS rank"
-                    "  FROM due_deliveries d"
-                    "  LEFT JOIN webhook_health h ON h.webhook_id = d.webhook_id"
+                    "  FROM {t}due_deliveries d"
+                    "  LEFT JOIN {t}webhook_health h ON h.webhook_id = d.webhook_id"
                     "  LEFT JOIN busy b ON b.webhook_id = d.webhook_id"
                     "  WHERE d.due_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)"
                     "  AND (h.open_until IS NULL OR h.open_until <= ?)"
@@ -348,15 +429,15 @@ class Schedule:
                     " chosen AS (SELECT delivery_id FROM candidates WHERE rank + in_flight <= cap"
                     f"  ORDER BY due_at LIMIT {room}),"
                     # PostgreSQL: lock the chosen rows, skipping those another transaction
-                    # holds (a concurrent claim takes them), so that claims never wait for
-                    # each other's locks in different orders (a deadlock).
-                    " taken AS (SELECT delivery_id FROM due_deliveries"
-                    f"  WHERE delivery_id IN (SELECT delivery_id FROM chosen){self._lock})"
+                    # holds (a concurrent claim, or a save recording their attempt), so
+                    # that claims never wait for locks in another order (a deadlock).
+                    " taken AS (SELECT delivery_id FROM {t}due_deliveries"
+                    f"  WHERE delivery_id IN (SELECT delivery_id FROM chosen){self._d.skip_locked})"
                     # Re-checked as each row is taken: on PostgreSQL a row that a
                     # concurrent claim leased since this one's snapshot is found leased and
                     # skipped, so no row is handed out twice (SQLite runs one writer at a
                     # time).
-                    " UPDATE due_deliveries SET lease_until = ?"
+                    " UPDATE {t}due_deliveries SET lease_until = ?"
                     " WHERE delivery_id IN (SELECT delivery_id FROM taken)"
                     " AND (lease_until IS NULL OR lease_until < ?)"
                     " RETURNING delivery_id, webhook_id, envelope_id, store_id, attempt, due_at"
@@ -378,88 +459,95 @@ class Schedule:
         return [_claimed(row) for row in sorted(rows, key=lambda row: float(row[5]))]
 
     def postpone(self, delivery_id: UUID, due_at: datetime) -> None:
-        with self.db.transaction() as c:
+        with self._transaction() as c:
             c.execute(
-                self._sql(
-                    "UPDATE due_deliveries SET due_at = ?, lease_until = NULL WHERE delivery_id = ?"
+                self._d.sql(
+                    "UPDATE {t}due_deliveries SET due_at = ?, lease_until = NULL"
+                    " WHERE delivery_id = ?"
                 ),
                 (_ts(due_at), str(delivery_id)),
             )
 
     def release_leases(self) -> int:
-        with self.db.transaction() as c:
-            c.execute("UPDATE due_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL")
+        with self._transaction() as c:
+            c.execute(
+                self._d.sql(
+                    "UPDATE {t}due_deliveries SET lease_until = NULL WHERE lease_until IS NOT NULL"
+                )
+            )
             return int(c.rowcount)
 
     # Reads ---------------------------------------------------------------------------
 
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        with self._transaction(write=False) as c:
+            c.execute(self._d.sql(sql), params)
+            return c.fetchone()[0]
+
     def in_flight(self, now: datetime) -> int:
-        with self.db.transaction() as c:
-            c.execute(
-                self._sql("SELECT count(*) FROM due_deliveries WHERE lease_until >= ?"),
-                (_ts(now),),
-            )
-            return int(c.fetchone()[0])
+        return int(
+            self._one("SELECT count(*) FROM {t}due_deliveries WHERE lease_until >= ?", (_ts(now),))
+        )
 
     def pending(self) -> int:
-        with self.db.transaction() as c:
-            c.execute("SELECT count(*) FROM due_deliveries")
-            return int(c.fetchone()[0])
+        return int(self._one("SELECT count(*) FROM {t}due_deliveries"))
 
     def oldest_due(self, now: datetime) -> float:
         """Seconds the oldest due, unclaimed delivery has waited (queue lag)."""
-        with self.db.transaction() as c:
-            c.execute(
-                self._sql(
-                    "SELECT min(due_at) FROM due_deliveries WHERE due_at <= ? "
-                    "AND (lease_until IS NULL OR lease_until < ?)"
-                ),
-                (_ts(now), _ts(now)),
-            )
-            oldest = c.fetchone()[0]
+        oldest = self._one(
+            "SELECT min(due_at) FROM {t}due_deliveries WHERE due_at <= ? "
+            "AND (lease_until IS NULL OR lease_until < ?)",
+            (_ts(now), _ts(now)),
+        )
         return 0.0 if oldest is None else max(_ts(now) - float(oldest), 0.0)
 
+    def circuits_open(self, now: datetime) -> int:
+        """Webhooks whose circuit is open at ``now`` (held until their cool-down ends)."""
+        return int(
+            self._one("SELECT count(*) FROM {t}webhook_health WHERE open_until > ?", (_ts(now),))
+        )
+
     def health(self, webhook_id: UUID) -> Health:
-        with self.db.transaction() as c:
-            return self._health_in(c, webhook_id)
+        with self._transaction(write=False) as c:
+            c.execute(
+                self._d.sql(
+                    "SELECT webhook_id, consecutive_failures, failing_since, last_success_at,"
+                    " open_until FROM {t}webhook_health WHERE webhook_id = ?"
+                ),
+                (str(webhook_id),),
+            )
+            row = c.fetchone()
+        r = HealthRecord() if row is None else _record(row)
+        return Health(
+            webhook_id, r.consecutive_failures, r.failing_since, r.last_success_at, r.open_until
+        )
 
     def failing_for_too_long(self, now: datetime) -> list[UUID]:
         """Webhooks whose every attempt has failed for the policy's ``disable_after``."""
         cutoff = _ts(now - self.policy.disable_after)
-        with self.db.transaction() as c:
+        with self._transaction(write=False) as c:
             c.execute(
-                self._sql("SELECT webhook_id FROM webhook_health WHERE failing_since <= ?"),
+                self._d.sql("SELECT webhook_id FROM {t}webhook_health WHERE failing_since <= ?"),
                 (cutoff,),
             )
             return [UUID(str(row[0])) for row in c.fetchall()]
 
     def forgive(self, webhook_id: UUID) -> None:
         """Start a re-enabled webhook with a clean record (closed circuit)."""
-        with self.db.transaction() as c:
+        with self._transaction() as c:
             c.execute(
-                self._sql(
-                    "UPDATE webhook_health SET consecutive_failures = 0, failing_since = NULL, "
-                    "open_until = NULL WHERE webhook_id = ?"
+                self._d.sql(
+                    "UPDATE {t}webhook_health SET consecutive_failures = 0, failing_since = NULL,"
+                    " open_until = NULL WHERE webhook_id = ?"
                 ),
                 (str(webhook_id),),
             )
 
     def close(self) -> None:
-        self.db.close()
-
-
-def _record(row: Sequence[Any]) -> HealthRecord:
-    """A webhook_health row's record, from its columns after webhook_id."""
-    return HealthRecord(int(row[0]), _dt(row[1]), _dt(row[2]), _dt(row[3]))
+        """Nothing of its own to close: the connections are the event store's."""
 
 
 def _claimed(row: Sequence[Any]) -> Claimed:
     return Claimed(
         UUID(str(row[0])), UUID(str(row[1])), UUID(str(row[2])), UUID(str(row[3])), int(row[4])
     )
-
-
-def open_schedule_db(data_dir: Path, database_url: str | None) -> Database:
-    if database_url is None:
-        return SqliteDatabase(data_dir / "schedule.sqlite")
-    return PostgresDatabase(database_url)

@@ -20,7 +20,7 @@ from typing import Any
 from uuid import UUID
 
 from application.directory import Target
-from application.dispatch import AttemptResult, Dispatch
+from application.dispatch import AttemptResult, DeliveryRef, Dispatch
 from application.webhooks import Webhooks
 from domain.values import Actor
 from infrastructure.metrics import observe_attempts
@@ -183,12 +183,12 @@ class AttemptRecorder:
             for pending in batch:
                 pending.finish(error)
             return
-        observe_attempts(results, changed)
+        observe_attempts(changed)
         for pending in batch:
             pending.finish()
-        for delivery in changed:
-            if delivery.attempts and delivery.attempts[-1].status_code == 410:
-                self._disable_gone(delivery.store_id, delivery.webhook_id)
+        for attempt in changed:
+            if attempt.status_code == 410:
+                self._disable_gone(attempt.store_id, attempt.webhook_id)
 
     def _disable_gone(self, store_id: UUID, webhook_id: UUID) -> None:
         try:
@@ -219,7 +219,9 @@ class DeliveryWorker:
         outcome = self._sender.send(self.request(message))
         self._recorder.record(
             AttemptResult(
-                delivery_id=message.delivery_id,
+                delivery=DeliveryRef(
+                    message.delivery_id, message.webhook_id, message.store_id, message.event_id
+                ),
                 number=message.attempt,
                 started_at=outcome.started_at,
                 duration_ms=outcome.duration_ms,

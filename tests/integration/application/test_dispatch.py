@@ -16,14 +16,13 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
 from application.directory import WebhookDirectory
-from application.dispatch import AttemptResult, Dispatch
+from application.dispatch import AttemptResult, DeliveryRef, Dispatch
 from application.errors import Conflict, NotFound
 from domain.customer import Customer
 from domain.delivery import (
-    Delivery,
     DeliveryScheduled,
     EnvelopeCreated,
     delivery_id_of,
@@ -117,9 +116,11 @@ def body_of(dispatch: Dispatch, store: UUID, entity_id: UUID, version: int) -> d
     return parsed
 
 
-def result(delivery_id: UUID, number: int, status: int | None, **extra: Any) -> AttemptResult:
+def result(
+    services: Services, delivery_id: UUID, number: int, status: int | None, **extra: Any
+) -> AttemptResult:
     return AttemptResult(
-        delivery_id=delivery_id,
+        delivery=services.dispatch.ref(delivery_id),
         number=number,
         started_at=T0 + timedelta(minutes=number),
         duration_ms=12.0,
@@ -424,11 +425,11 @@ def test_attempts_of_several_deliveries_commit_together(
 
     # When a failed attempt on one and a success on the other are recorded in one call
     changed = services.dispatch.record_attempts(
-        [result(failing, 1, 500, response_body="down"), result(healthy, 1, 200)]
+        [result(services, failing, 1, 500, response_body="down"), result(services, healthy, 1, 200)]
     )
 
-    # Then both changed, in one write of two events
-    assert {d.id for d in changed} == {failing, healthy}
+    # Then both are recorded, in one write of two events
+    assert {e.originator_id for e in changed} == {failing, healthy}
     assert writes == [2]
     # And the failed one waits for attempt 2, 5 s after the first started
     stored = services.dispatch.delivery(failing)
@@ -451,11 +452,11 @@ def test_two_attempts_of_one_delivery_in_one_call_are_both_recorded(
 
     # When its first two failed attempts are recorded in one call
     changed = services.dispatch.record_attempts(
-        [result(delivery_id, 1, 500), result(delivery_id, 2, 503)]
+        [result(services, delivery_id, 1, 500), result(services, delivery_id, 2, 503)]
     )
 
-    # Then the delivery is returned once, with both attempts, waiting 300 s for the third
-    assert [d.id for d in changed] == [delivery_id]
+    # Then both are recorded, and the delivery waits 300 s for the third
+    assert [(e.originator_id, e.number) for e in changed] == [(delivery_id, 1), (delivery_id, 2)]
     stored = services.dispatch.delivery(delivery_id)
     assert [a.number for a in stored.attempts] == [1, 2]
     assert stored.next_attempt_at == T0 + timedelta(minutes=2, seconds=300)
@@ -464,34 +465,40 @@ def test_two_attempts_of_one_delivery_in_one_call_are_both_recorded(
 def test_a_duplicate_attempt_number_is_ignored(services: Services, store: UUID) -> None:
     # Given a delivery whose attempt 1 failed
     duplicated, other = two_deliveries(services, store)
-    services.dispatch.record_attempts([result(duplicated, 1, 500)])
+    services.dispatch.record_attempts([result(services, duplicated, 1, 500)])
     recorded = head(services.dispatch)
 
     # When attempt 1 is reported again (a redelivered message), now as a success
     # Then nothing changes and nothing is written
-    assert services.dispatch.record_attempts([result(duplicated, 1, 200)]) == []
+    assert services.dispatch.record_attempts([result(services, duplicated, 1, 200)]) == []
     assert head(services.dispatch) == recorded
     stored = services.dispatch.delivery(duplicated)
     assert [(a.number, a.status_code) for a in stored.attempts] == [(1, 500)]
     assert stored.status == "pending"
 
     # When a duplicate and a new attempt come in one call
-    changed = services.dispatch.record_attempts([result(duplicated, 1, 200), result(other, 1, 200)])
+    changed = services.dispatch.record_attempts(
+        [result(services, duplicated, 1, 200), result(services, other, 1, 200)]
+    )
 
     # Then only the new one is recorded
-    assert [d.id for d in changed] == [other]
+    assert [e.originator_id for e in changed] == [other]
     assert len(services.dispatch.delivery(duplicated).attempts) == 1
 
 
 def test_attempts_on_a_finished_delivery_are_ignored(services: Services, store: UUID) -> None:
     # Given a delivery that succeeded and one the receiver answered 410 Gone
     succeeded, gone = two_deliveries(services, store)
-    services.dispatch.record_attempts([result(succeeded, 1, 200), result(gone, 1, 410)])
+    services.dispatch.record_attempts(
+        [result(services, succeeded, 1, 200), result(services, gone, 1, 410)]
+    )
     assert services.dispatch.delivery(gone).status == "failed"  # 410: no retry
     recorded = head(services.dispatch)
 
     # When later attempts are reported on them
-    changed = services.dispatch.record_attempts([result(succeeded, 2, 500), result(gone, 2, 200)])
+    changed = services.dispatch.record_attempts(
+        [result(services, succeeded, 2, 500), result(services, gone, 2, 200)]
+    )
 
     # Then nothing is recorded: both keep their single attempt and their outcome
     assert changed == []
@@ -502,42 +509,65 @@ def test_attempts_on_a_finished_delivery_are_ignored(services: Services, store: 
 
 
 def test_an_attempt_recorded_meanwhile_by_another_worker_is_not_recorded_twice(
-    services: Services, store: UUID, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    services: Services, store: UUID, settings: Settings
 ) -> None:
-    # Given two deliveries, and another worker that records attempt 1 of the first right
-    # after this one read it (a redelivered message handled twice at once)
+    # Given two deliveries, and another worker (another process) that recorded attempt 1
+    # of the first meanwhile (a redelivered message handled twice at once)
     raced, other_delivery = two_deliveries(services, store)
     other = build(settings)
-    load = services.dispatch._deliveries
-    raced_once: list[UUID] = []
-
-    def load_then_race(delivery_ids: set[UUID]) -> dict[UUID, Delivery]:
-        deliveries = load(delivery_ids)
-        if raced in delivery_ids and not raced_once:
-            raced_once.append(raced)
-            other.dispatch.record_attempts([result(raced, 1, 500)])
-        return deliveries
-
-    monkeypatch.setattr(services.dispatch, "_deliveries", load_then_race)
-
-    # When this worker records attempt 1 of both in one call
     try:
-        changed = services.dispatch.record_attempts(
-            [result(raced, 1, 500), result(other_delivery, 1, 200)]
-        )
+        other.dispatch.record_attempts([result(services, raced, 1, 500)])
     finally:
         other.close()
 
-    # Then the raced delivery has attempt 1 once, and the other delivery's attempt is kept
-    assert raced_once == [raced]
-    assert [d.id for d in changed] == [other_delivery]
-    assert [a.number for a in services.dispatch.delivery(raced).attempts] == [1]
+    # When this worker records attempt 1 of both in one call
+    changed = services.dispatch.record_attempts(
+        [result(services, raced, 1, 200), result(services, other_delivery, 1, 200)]
+    )
+
+    # Then the raced delivery has the first record of attempt 1 only, and the other
+    # delivery's attempt is kept
+    assert [e.originator_id for e in changed] == [other_delivery]
+    assert [(a.number, a.status_code) for a in services.dispatch.delivery(raced).attempts] == [
+        (1, 500)
+    ]
     assert services.dispatch.delivery(other_delivery).status == "succeeded"
 
 
-def test_an_attempt_on_an_unknown_delivery_is_not_found(services: Services) -> None:
+def test_an_attempt_on_an_unknown_delivery_is_refused(services: Services) -> None:
+    # Given an attempt on a delivery that does not exist (a forged or corrupt message)
+    unknown = DeliveryRef(uuid4(), uuid4(), uuid4(), "evt_unknown")
+    recorded = head(services.dispatch)
+
+    # When it is recorded
+    changed = services.dispatch.record_attempts([AttemptResult(unknown, 1, T0, 5.0, 200)])
+
+    # Then nothing is written: no event of a delivery that was never scheduled
+    assert changed == []
+    assert head(services.dispatch) == recorded
     with pytest.raises(NotFound):
-        services.dispatch.record_attempts([result(uuid4(), 1, 200)])
+        services.dispatch.delivery(unknown.delivery_id)
+
+
+def test_a_delivery_scheduled_before_ordering_existed_still_loads(
+    services: Services, store: UUID
+) -> None:
+    # Given a delivery whose Scheduled event was stored in its first form (class version
+    # 1: no entity or log position), as installations before this version hold them
+    delivery_id, _ = two_deliveries(services, store)
+    dispatch = services.dispatch
+    current = dispatch.recorder.select_events(delivery_id)[0]
+    state = json.loads(current.state)
+    assert state.pop("class_version") == 2
+    del state["entity_id"], state["position"]
+    old = StoredEvent(current.originator_id, 1, current.topic, json.dumps(state).encode())
+
+    # When it is read
+    event = dispatch.mapper.to_domain_event(old)
+
+    # Then it is upcast: no entity and no position, everything else as stored
+    assert (event.entity_id, event.position) == (None, None)
+    assert event.originator_id == delivery_id
 
 
 # Send again -------------------------------------------------------------------------------

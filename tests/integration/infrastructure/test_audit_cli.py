@@ -78,7 +78,7 @@ def record(services: Services) -> Shop:
     first = delivery_id_of(envelope_id_of(event_id), webhook)
     for number, status in ((1, 500), (2, 200)):
         services.dispatch.record_attempts(
-            [AttemptResult(first, number, datetime.now(UTC), 30.0, status)]
+            [AttemptResult(services.dispatch.ref(first), number, datetime.now(UTC), 30.0, status)]
         )
     [replay] = services.dispatch.send_again(store, event_id, ANN, webhook)
     mark = now()

@@ -21,7 +21,7 @@ import pytest
 from application.dispatch import AttemptResult, Dispatch
 from domain.delivery import EnvelopeCreated
 from domain.values import Actor
-from infrastructure.bootstrap import Services, build, open_schedule
+from infrastructure.bootstrap import Services, build
 from infrastructure.dispatcher import Dispatcher
 from infrastructure.schedule import Schedule
 from infrastructure.settings import Settings
@@ -86,7 +86,7 @@ class World:
         self.services.dispatch.record_attempts(
             [
                 AttemptResult(
-                    UUID(message["deliveryId"]),
+                    self.services.dispatch.ref(UUID(message["deliveryId"])),
                     message["attempt"],
                     self.clock.now,
                     10.0,
@@ -103,7 +103,7 @@ def world(settings: Settings) -> Iterator[World]:
         settings, retry_schedule=(1, 1, 1, 1, 1, 1, 1, 1), auto_disable_after=5 * 86400
     )
     services = build(settings, clock=clock, jitter=lambda: 0.5)
-    schedule = open_schedule(settings)
+    schedule = services.schedule()
     world = World(services, schedule, None, clock, UUID(int=0))  # type: ignore[arg-type]
     world.dispatcher = Dispatcher(
         services.dispatch,
@@ -115,7 +115,6 @@ def world(settings: Settings) -> Iterator[World]:
     )
     world.store_id = UUID(services.webhooks.create_store("Shop", Actor.system())["storeId"])
     yield world
-    schedule.close()
     services.close()
 
 
@@ -188,7 +187,11 @@ def test_an_endpoint_that_keeps_failing_is_held_then_probed(world: World) -> Non
     world.services.dispatch.record_attempts(
         [
             AttemptResult(
-                UUID(probe[0]["deliveryId"]), probe[0]["attempt"], world.clock.now, 5.0, 204
+                world.services.dispatch.ref(UUID(probe[0]["deliveryId"])),
+                probe[0]["attempt"],
+                world.clock.now,
+                5.0,
+                204,
             )
         ]
     )
@@ -250,7 +253,15 @@ def test_a_success_within_five_days_keeps_the_webhook(world: World) -> None:
     world.fail(first)
     world.clock.advance(days=3)
     world.services.dispatch.record_attempts(
-        [AttemptResult(UUID(second["deliveryId"]), second["attempt"], world.clock.now, 5.0, 200)]
+        [
+            AttemptResult(
+                world.services.dispatch.ref(UUID(second["deliveryId"])),
+                second["attempt"],
+                world.clock.now,
+                5.0,
+                200,
+            )
+        ]
     )
     world.pass_()
 

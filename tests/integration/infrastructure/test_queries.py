@@ -88,10 +88,15 @@ def delivery(event_id: str, webhook_id: UUID) -> UUID:
 
 
 def attempt(
-    delivery_id: UUID, number: int, status: int | None, *, final: bool = False
+    services: Services,
+    delivery_id: UUID,
+    number: int,
+    status: int | None,
+    *,
+    final: bool = False,
 ) -> AttemptResult:
     return AttemptResult(
-        delivery_id=delivery_id,
+        delivery=services.dispatch.ref(delivery_id),
         number=number,
         started_at=datetime.now(UTC),
         duration_ms=10.0 * number + (5.0 if status == 200 else 0.0),
@@ -144,15 +149,15 @@ def record_history(services: Services) -> History:
     # Attempts: a success, a retry then a final failure, a retry still pending, a success
     services.dispatch.record_attempts(
         [
-            attempt(delivery(registered, everything), 1, 200),
-            attempt(delivery(registered, customers), 1, 500),
-            attempt(delivery(renamed, everything), 1, None),
-            attempt(delivery(mug_created, everything), 1, 200),
-            attempt(delivery(foreign_event, foreign), 1, 500, final=True),
+            attempt(services, delivery(registered, everything), 1, 200),
+            attempt(services, delivery(registered, customers), 1, 500),
+            attempt(services, delivery(renamed, everything), 1, None),
+            attempt(services, delivery(mug_created, everything), 1, 200),
+            attempt(services, delivery(foreign_event, foreign), 1, 500, final=True),
         ]
     )
     services.dispatch.record_attempts(
-        [attempt(delivery(registered, customers), 2, 503, final=True)]
+        [attempt(services, delivery(registered, customers), 2, 503, final=True)]
     )
     # Ann sends Bob's registration again to the customers webhook
     [sent] = services.dispatch.send_again(shop, registered, ANN, customers)
@@ -483,7 +488,7 @@ def test_every_failed_attempt_to_a_webhook_in_the_last_hour(
     # Given one more failed attempt to the everything webhook, after a mark
     mark = now()
     services.dispatch.record_attempts(
-        [attempt(delivery(history.renamed, history.everything), 2, 502)]
+        [attempt(services, delivery(history.renamed, history.everything), 2, 502)]
     )
     catch_up(services)
     an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")

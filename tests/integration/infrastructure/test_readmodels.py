@@ -113,7 +113,7 @@ def run_workload(services: Services) -> Workload:
     # Attempts in rounds, each round group-committed like a worker does.
     for number in (1, 2, 3):
         round_ = [
-            attempt(delivery_id, number, *plan[number - 1])
+            attempt(dispatch, delivery_id, number, *plan[number - 1])
             for delivery_id, plan in plans.items()
             if len(plan) >= number
         ]
@@ -125,7 +125,7 @@ def run_workload(services: Services) -> Workload:
     assert failed.status == "failed"
     (again,) = dispatch.send_again(store, failed.event_id, ANN, webhook_id=w.doomed)
     w.sent_again = UUID(again["id"])
-    success = attempt(w.sent_again, 1, 200, None)
+    success = attempt(dispatch, w.sent_again, 1, 200, None)
     dispatch.record_attempts([success])
     w.attempts.append(success)
 
@@ -143,9 +143,11 @@ def add_webhook(services: Services, store: UUID, event_types: list[str]) -> UUID
     return UUID(created["id"])
 
 
-def attempt(delivery_id: UUID, number: int, status: int | None, error: str | None) -> AttemptResult:
+def attempt(
+    dispatch: Dispatch, delivery_id: UUID, number: int, status: int | None, error: str | None
+) -> AttemptResult:
     return AttemptResult(
-        delivery_id=delivery_id,
+        delivery=dispatch.ref(delivery_id),
         number=number,
         started_at=datetime.now(UTC),
         duration_ms=12.5 * number,
@@ -438,7 +440,13 @@ def test_a_writer_running_during_a_rebuild_loses_nothing_and_doubles_nothing(
                     pending = [d for d in all_deliveries(services) if d.status == "pending"]
                     services.dispatch.record_attempts(
                         [
-                            attempt(d.id, len(d.attempts) + 1, 500 if not d.attempts else 200, None)
+                            attempt(
+                                services.dispatch,
+                                d.id,
+                                len(d.attempts) + 1,
+                                500 if not d.attempts else 200,
+                                None,
+                            )
                             for d in pending
                         ]
                     )

@@ -1,12 +1,14 @@
-"""The durable delivery schedule (`infrastructure.schedule`) on both backends: SQLite in the
-test's data directory and PostgreSQL in the test's private schema (`open_schedule`).
+"""The durable delivery schedule (`infrastructure.schedule`) on both backends: the tables
+live beside the dispatch events (the SQLite file in the test's data directory, or the
+test's private PostgreSQL schema) and are written in the same transaction as the events.
 
-The schedule follows a real dispatch log; time is whatever ``now`` each call is given, so
-leases and due times are checked without waiting for them.
+Time is whatever ``now`` each call is given, so leases and due times are checked without
+waiting for them.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,12 +18,15 @@ from uuid import UUID
 
 import psycopg
 import pytest
+from eventsourcing.persistence import PersistenceError
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from application.dispatch import AttemptResult
 from domain.customer import Customer
 from domain.delivery import delivery_id_of, envelope_id_of, event_id_of
 from domain.values import Actor
-from infrastructure.bootstrap import Services, build, open_schedule
+from infrastructure.bootstrap import Services, build
 from infrastructure.schedule import Claimed, Schedule
 from infrastructure.settings import Settings
 
@@ -38,16 +43,14 @@ def services(settings: Settings) -> Iterator[Services]:
 
 
 @pytest.fixture
-def schedule(services: Services, settings: Settings) -> Iterator[Schedule]:
-    opened = open_schedule(settings)
-    yield opened
-    opened.close()
+def schedule(services: Services) -> Schedule:
+    return services.schedule()
 
 
 @pytest.fixture
-def second(services: Services, settings: Settings) -> Iterator[Schedule]:
-    """Another schedule on the same storage, as another dispatcher process would open it."""
-    opened = open_schedule(settings)
+def other_process(settings: Settings) -> Iterator[Services]:
+    """The same storage opened again, as another process would."""
+    opened = build(settings, jitter=lambda: 0.5)
     yield opened
     opened.close()
 
@@ -89,13 +92,15 @@ class Shop:
         dispatch = self.services.dispatch
         return [delivery_id_of(dispatch.delivery(d).envelope_id, webhook) for d in deliveries]
 
+    def result(
+        self, delivery_id: UUID, number: int, status: int | None, at: datetime
+    ) -> AttemptResult:
+        ref = self.services.dispatch.ref(delivery_id)
+        return AttemptResult(ref, number, at, 10.0, status, "connection" if not status else None)
+
     def attempt(self, delivery_id: UUID, number: int, status: int | None, at: datetime) -> None:
         changed = self.services.dispatch.record_attempts(
-            [
-                AttemptResult(
-                    delivery_id, number, at, 10.0, status, "connection" if not status else None
-                )
-            ]
+            [self.result(delivery_id, number, status, at)]
         )
         assert changed
 
@@ -114,39 +119,27 @@ def ids(claimed: list[Claimed]) -> list[UUID]:
     return [c.delivery_id for c in claimed]
 
 
-def rows(schedule: Schedule) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the schedule's tables, in a stable order."""
-    with schedule.db.transaction() as c:
-        c.execute("SELECT * FROM due_deliveries ORDER BY delivery_id")
-        due = [tuple(row) for row in c.fetchall()]
-        c.execute("SELECT * FROM webhook_health ORDER BY webhook_id")
-        health = [tuple(row) for row in c.fetchall()]
-    return {"due_deliveries": due, "webhook_health": health}
+def rows(schedule: Schedule) -> dict[UUID, tuple[int, float, float | None]]:
+    """Every due row: delivery -> (attempt, due at, lease until)."""
+    with schedule._transaction(write=False) as c:  # the test reads the table itself
+        c.execute(
+            schedule._d.sql(
+                "SELECT delivery_id, attempt, due_at, lease_until FROM {t}due_deliveries"
+            )
+        )
+        return {UUID(str(r[0])): (int(r[1]), float(r[2]), r[3]) for r in c.fetchall()}
 
 
-def forget_everything(schedule: Schedule) -> None:
-    """Empty the schedule's tables and move its position back to the log's start, as
-    though every commit of it had been lost."""
-    with schedule.db.transaction() as c:
-        c.execute("DELETE FROM due_deliveries")
-        c.execute("DELETE FROM webhook_health")
-        c.execute("UPDATE due_tracking SET position = 0")
+# Written with the events -----------------------------------------------------------------
 
 
-# Catching up ------------------------------------------------------------------------------
-
-
-def test_catch_up_makes_each_scheduled_delivery_a_due_row(
+def test_a_scheduled_delivery_is_a_due_row_as_soon_as_it_is_recorded(
     services: Services, schedule: Schedule, shop: Shop
 ) -> None:
-    # Given two deliveries in the dispatch log
+    # Given two deliveries just recorded (no follower has run)
     first, second_ = shop.deliveries(2)
 
-    # When the schedule catches up
-    applied = schedule.catch_up(services.dispatch)
-
     # Then each is a row due for attempt 1, with what sending it needs
-    assert applied == 2
     assert schedule.pending() == 2
     claimed = schedule.claim(after_processing(), 10, LEASE)
     assert sorted(ids(claimed)) == sorted([first, second_])
@@ -155,229 +148,173 @@ def test_catch_up_makes_each_scheduled_delivery_a_due_row(
         assert row == Claimed(
             delivery.id, shop.webhook, delivery.envelope_id, shop.store, attempt=1
         )
-    # And the schedule's position is the dispatch log's head
-    assert schedule.position() == services.dispatch.recorder.max_notification_id()
 
 
-def test_catch_up_is_exactly_once(services: Services, schedule: Schedule, shop: Shop) -> None:
-    # Given a schedule that caught up with three deliveries
-    shop.deliveries(3)
-    assert schedule.catch_up(services.dispatch) == 3
-    position = schedule.position()
-
-    # When it catches up again with nothing new
-    # Then nothing is applied and nothing moves
-    assert schedule.catch_up(services.dispatch) == 0
-    assert schedule.pending() == 3
-    assert schedule.position() == position
-
-    # When two more deliveries are recorded
-    shop.deliveries(2)
-
-    # Then only those are applied, and the position advances to the new head
-    assert schedule.catch_up(services.dispatch) == 2
-    assert schedule.pending() == 5
-    assert schedule.position() > position
-    assert schedule.position() == services.dispatch.recorder.max_notification_id()
-
-
-def test_catch_up_in_small_steps_applies_everything_once(
-    services: Services, schedule: Schedule, shop: Shop
+def test_another_process_sees_the_rows_and_leases_of_the_first(
+    schedule: Schedule, other_process: Services, shop: Shop
 ) -> None:
-    # Given five deliveries, each envelope before its delivery in the log
-    shop.deliveries(5)
-
-    # When the schedule catches up two notifications at a time
-    applied, steps = 0, 0
-    while step := schedule.catch_up(services.dispatch, limit=2):
-        applied, steps = applied + step, steps + 1
-
-    # Then every delivery is one row, and the whole log was read
-    assert applied == 5
-    assert steps > 1
-    assert schedule.pending() == 5
-    assert schedule.position() == services.dispatch.recorder.max_notification_id()
-
-
-def test_a_second_schedule_on_the_same_storage_sees_the_first_ones_rows(
-    services: Services, schedule: Schedule, second: Schedule, shop: Shop
-) -> None:
-    # Given a schedule that caught up with two deliveries
+    # Given two deliveries claimed by this process
     shop.deliveries(2)
-    schedule.catch_up(services.dispatch)
-
-    # When a second schedule opens the same storage
-    # Then it sees the same rows and position and has nothing to apply
-    assert second.pending() == 2
-    assert second.position() == schedule.position()
-    assert second.catch_up(services.dispatch) == 0
-
-    # When the second catches up with a new delivery
-    (new,) = shop.deliveries(1)
-    assert second.catch_up(services.dispatch) == 1
-
-    # Then the first sees it, and neither applies it again
-    assert schedule.pending() == 3
-    assert schedule.catch_up(services.dispatch) == 0
-    # And a row the first claimed is leased for the second as well
     now = after_processing()
-    assert len(schedule.claim(now, 10, LEASE)) == 3
-    assert second.claim(now, 10, LEASE) == []
-    assert second.in_flight(now) == 3
-    assert new in ids(schedule.claim(now + timedelta(seconds=LEASE + 1), 10, LEASE))
+    assert len(schedule.claim(now, 10, LEASE)) == 2
+
+    # When another process claims on the same storage
+    # Then it sees both rows in flight, and takes none of them
+    assert other_process.schedule().pending() == 2
+    assert other_process.schedule().in_flight(now) == 2
+    assert other_process.schedule().claim(now, 10, LEASE) == []
 
 
-def test_a_schedule_overtaken_by_another_applies_nothing(
-    services: Services,
-    schedule: Schedule,
-    second: Schedule,
-    shop: Shop,
-    monkeypatch: pytest.MonkeyPatch,
+def test_rows_and_events_commit_together_or_not_at_all(
+    services: Services, schedule: Schedule, shop: Shop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a delivery, and a second schedule that read the log just before the first
-    # schedule caught up, saw the delivery succeed and removed it
+    # Given a claimed delivery, and an event store whose insert of the events fails at
+    # the database after the schedule's rows were written in the same transaction
     (delivery,) = shop.deliveries(1)
     now = after_processing()
+    schedule.claim(now, 10, LEASE)
+    before = rows(schedule)
     recorder = services.dispatch.recorder
-    select = recorder.select_notifications
-    overtaken: list[bool] = []
 
-    def read_then_get_overtaken(*args: Any, **kwargs: Any) -> Any:
-        found = select(*args, **kwargs)
-        if not overtaken:
-            overtaken.append(True)
-            schedule.catch_up(services.dispatch)
-            shop.attempt(delivery, 1, 200, now)
-            schedule.catch_up(services.dispatch)
-        return found
+    def fail_on_the_server(curs: Any, *args: Any, **kwargs: Any) -> Any:
+        curs.execute("SELECT 1 / 0")  # the server refuses: the transaction is aborted
+        return []
 
-    monkeypatch.setattr(recorder, "select_notifications", read_then_get_overtaken)
+    if isinstance(recorder, PostgresApplicationRecorder):
+        monkeypatch.setattr(recorder, "_insert_stored_events", fail_on_the_server)
+    else:
+        monkeypatch.setattr(
+            SQLiteApplicationRecorder,
+            "_insert_events",
+            lambda *a, **k: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error")),
+        )
 
-    # When the second schedule applies what it read
-    # Then it is refused, rather than bring the finished delivery back
-    with pytest.raises(RuntimeError, match="another process"):
-        second.catch_up(services.dispatch)
-    assert overtaken == [True]
-    assert second.pending() == 0
-    assert second.position() == services.dispatch.recorder.max_notification_id()
+    # When its failed attempt is recorded, the save fails
+    with pytest.raises(PersistenceError):
+        services.dispatch.record_attempts([shop.result(delivery, 1, 500, now)])
+    monkeypatch.undo()
+
+    # Then neither the attempt nor its retry row exist: the row is as it was
+    assert services.dispatch.delivery(delivery).attempts == []
+    assert rows(schedule) == before
+    assert schedule.health(shop.webhook).consecutive_failures == 0
 
 
-def test_one_batch_leaves_the_same_rows_as_one_event_per_batch(
-    services: Services, settings: Settings, shop: Shop
+def test_an_attempt_is_recorded_only_when_its_delivery_is_due_for_it(
+    services: Services, schedule: Schedule, shop: Shop
 ) -> None:
-    # Given two webhooks, four events delivered to both and claimed (A1..A4, B1..B4)
+    # Given a delivery that failed once (due for attempt 2) and one that succeeded
+    waiting, done = shop.deliveries(2)
+    now = after_processing()
+    shop.attempt(waiting, 1, 500, now)
+    shop.attempt(done, 1, 200, now)
+    head = services.dispatch.recorder.max_notification_id()
+    before = rows(schedule)
+
+    # When attempts it is not due for are recorded: attempt 1 again, attempt 3, and
+    # any attempt of the finished delivery
+    refused = services.dispatch.record_attempts(
+        [
+            shop.result(waiting, 1, 200, now),
+            shop.result(waiting, 3, 200, now),
+            shop.result(done, 2, 200, now),
+        ]
+    )
+
+    # Then none is recorded and nothing changes
+    assert refused == []
+    assert services.dispatch.recorder.max_notification_id() == head
+    assert rows(schedule) == before
+
+    # When the attempt it is due for is recorded
+    # Then it is
+    assert services.dispatch.record_attempts([shop.result(waiting, 2, 200, now)])
+    assert schedule.pending() == 0
+
+
+def test_many_attempts_in_one_save_leave_the_rows_each_would_leave(
+    services: Services, schedule: Schedule, shop: Shop
+) -> None:
+    # Given two webhooks and four events delivered to both, all claimed
     other = shop.other()
     a = shop.deliveries(4)
     b = shop.of(other, a)
     now = after_processing()
+    assert len(schedule.claim(now, 100, LEASE)) == 8
 
-    # And after that: A1 failed twice, A2 succeeded, A3 failed then succeeded, every B
-    # failed, and two new events delivered to both: A6 succeeded, A5 failed, B5 failed
-    # twice (the circuit of B opens), B6 not attempted yet
-    shop.attempt(a[0], 1, 500, now)
-    shop.attempt(a[0], 2, None, now + timedelta(seconds=5))
-    shop.attempt(a[1], 1, 200, now + timedelta(seconds=1))
-    shop.attempt(a[2], 1, 503, now + timedelta(seconds=2))
-    shop.attempt(a[2], 2, 204, now + timedelta(seconds=7))
-    for n, delivery in enumerate(b[:4]):
-        shop.attempt(delivery, 1, 500, now + timedelta(seconds=n))
-    a5, a6 = shop.deliveries(2)
-    b5, b6 = shop.of(other, [a5, a6])
-    shop.attempt(a6, 1, 200, now + timedelta(seconds=8))
-    shop.attempt(a5, 1, 500, now + timedelta(seconds=8))
-    shop.attempt(b5, 1, 500, now + timedelta(seconds=8))
-    shop.attempt(b5, 2, 500, now + timedelta(seconds=13))
+    # When their first attempts are recorded in one save (a worker's group commit): A1
+    # and A3 fail, A2 succeeds, A4 is gone (410), every B fails
+    recorded = services.dispatch.record_attempts(
+        [
+            shop.result(a[0], 1, 500, now),
+            shop.result(a[1], 1, 200, now),
+            shop.result(a[2], 1, 503, now + timedelta(seconds=1)),
+            shop.result(a[3], 1, 410, now),
+            *(shop.result(d, 1, 500, now + timedelta(seconds=n)) for n, d in enumerate(b)),
+        ]
+    )
 
-    def apply(limit: int) -> dict[str, list[tuple[Any, ...]]]:
-        """Rows after the first eight deliveries one by one, a claim of them all, then
-        the rest of the log in batches of ``limit`` events."""
-        schedule = open_schedule(settings)
-        try:
-            forget_everything(schedule)
-            for _ in range(8):
-                assert schedule.catch_up(services.dispatch, limit=1) == 1
-            assert len(schedule.claim(now, 10, LEASE)) == 8
-            batches = 0
-            while schedule.catch_up(services.dispatch, limit=limit):
-                batches += 1
-            assert schedule.position() == services.dispatch.recorder.max_notification_id()
-            return {"batches": [(batches,)], **rows(schedule)}
-        finally:
-            schedule.close()
-
-    # When the rest is applied one event per batch, and then from scratch in one batch
-    one_by_one = apply(limit=1)
-    at_once = apply(limit=1000)
-
-    # Then both leave exactly the same rows
-    assert one_by_one.pop("batches") == [(17,)]
-    assert at_once.pop("batches") == [(1,)]
-    assert at_once == one_by_one
-    # And those are the expected ones: A1 at attempt 3, A4 still leased, A5 at attempt 2,
-    # every B due again or new, and neither A2, A3 nor A6 (done) in the schedule
-    due = {UUID(str(row[0])): (row[4], row[6]) for row in at_once["due_deliveries"]}
-    assert set(due) == {a[0], a[3], a5, *b[:4], b5, b6}
-    assert due[a[0]][0] == 3
-    assert due[a[3]] == (1, pytest.approx(now.timestamp() + LEASE))
-    assert due[a5] == (2, None)
-    assert due[b5] == (3, None)
-    # And B's six failures opened its circuit; A's last attempt failed, after a success
-    health = {UUID(str(row[0])): row[1:] for row in at_once["webhook_health"]}
-    assert health[other][0] == 6
-    assert health[other][3] is not None
-    assert health[shop.webhook][0] == 1
-    assert health[shop.webhook][2] == pytest.approx((now + timedelta(seconds=8)).timestamp())
+    # Then all eight are recorded, the failed ones due again 5 s after they started
+    # (unleased), the finished ones gone from the schedule
+    assert len(recorded) == 8
+    due = rows(schedule)
+    assert set(due) == {a[0], a[2], *b}
+    assert due[a[0]] == (2, pytest.approx((now + timedelta(seconds=5)).timestamp()), None)
+    assert due[a[2]][:2] == (2, pytest.approx((now + timedelta(seconds=6)).timestamp()))
+    # And each webhook's health counts its outcomes in order: A's last two failed after
+    # a success (the 410 counts), B failed four times in a row (closed: threshold 5)
+    assert schedule.health(shop.webhook).consecutive_failures == 2
+    assert schedule.health(other).consecutive_failures == 4
+    assert schedule.health(other).state(now) == "closed"
 
 
-def test_a_delivery_scheduled_and_attempted_in_one_batch_gets_its_last_row_or_none(
-    services: Services, schedule: Schedule, shop: Shop
+@pytest.mark.parametrize("workers", [4])
+def test_concurrent_group_commits_never_deadlock_and_count_every_outcome(
+    settings: Settings, workers: int
 ) -> None:
-    # Given three deliveries attempted before the schedule saw them: one succeeded, one
-    # failed twice, one failed for good (410 Gone)
-    succeeded, failed, gone = shop.deliveries(3)
-    now = after_processing()
-    shop.attempt(succeeded, 1, 200, now)
-    shop.attempt(failed, 1, 500, now)
-    shop.attempt(failed, 2, 500, now + timedelta(seconds=5))
-    shop.attempt(gone, 1, 410, now)
-
-    # When the schedule catches up with all of it in one batch
-    assert schedule.catch_up(services.dispatch) == 7
-
-    # Then only the twice-failed delivery is in the schedule, due for attempt 3 at 300 s
-    # after its second attempt
-    assert schedule.pending() == 1
-    assert schedule.claim(now + timedelta(seconds=304), 10, LEASE) == []
-    (row,) = schedule.claim(now + timedelta(seconds=305), 10, LEASE)
-    assert (row.delivery_id, row.attempt) == (failed, 3)
-
-
-def test_a_schedule_whose_last_commits_were_lost_applies_them_again(
-    services: Services, settings: Settings, shop: Shop
-) -> None:
-    # Given a schedule that caught up with two deliveries, then lost its commits (on
-    # PostgreSQL its commits do not wait for the WAL flush: a server crash can lose them)
-    schedule = Schedule(open_schedule(settings).db, recheck_after=0.0)
+    # Given 3 webhooks and 40 events delivered to each, and four processes' recorders
+    services = build(settings, jitter=lambda: 0.5)
+    others = [build(settings, jitter=lambda: 0.5) for _ in range(workers - 1)]
     try:
-        first = shop.deliveries(2)
-        assert schedule.catch_up(services.dispatch) == 2
-        forget_everything(schedule)
+        shop = Shop(services)
+        hooks = [shop.webhook, shop.other(), shop.other()]
+        firsts = shop.deliveries(40)
+        deliveries = [d for w in hooks for d in shop.of(w, firsts)]
+        now = after_processing()
+        results = [shop.result(d, 1, 500, now) for d in deliveries]
 
-        # When it catches up with nothing new in the log
-        # Then it reads its position again and applies the two again
-        assert schedule.catch_up(services.dispatch) == 2
-        assert schedule.pending() == 2
+        # When they record the failed first attempts at once, each in groups of 10 taken
+        # in an order of its own (every group touches all three webhooks' health rows)
+        start = threading.Barrier(workers)
+        errors: list[BaseException] = []
+        apps = [services, *others]
 
-        # When it loses them again, and a third delivery is recorded
-        forget_everything(schedule)
-        third = shop.deliveries(1)
+        def record(n: int) -> None:
+            mine = results[n::workers]
+            mine = mine[::-1] if n % 2 else mine
+            try:
+                start.wait(timeout=10)
+                for i in range(0, len(mine), 10):
+                    apps[n].dispatch.record_attempts(mine[i : i + 10])
+            except BaseException as error:  # reported below
+                errors.append(error)
 
-        # Then its next batch applies all three, from where the position really was
-        assert schedule.catch_up(services.dispatch) == 3
-        assert sorted(ids(schedule.claim(after_processing(), 10, LEASE))) == sorted(first + third)
-        assert schedule.position() == services.dispatch.recorder.max_notification_id()
+        threads = [threading.Thread(target=record, args=(n,)) for n in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+        # Then every attempt is recorded once and every webhook counted 40 failures
+        assert errors == []
+        assert all(not t.is_alive() for t in threads)
+        schedule = services.schedule()
+        assert {schedule.health(w).consecutive_failures for w in hooks} == {40}
+        assert {d: r[0] for d, r in rows(schedule).items()} == dict.fromkeys(deliveries, 2)
     finally:
-        schedule.close()
+        for other in others:
+            other.close()
+        services.close()
 
 
 # Claiming and leases ----------------------------------------------------------------------
@@ -390,7 +327,6 @@ def test_only_due_rows_are_claimed_earliest_first(
     retried, earlier, later = shop.deliveries(3)
     now = after_processing()
     shop.attempt(retried, 1, 500, now)
-    schedule.catch_up(services.dispatch)
     # (and the other two due at distinct moments, the later one listed first)
     schedule.postpone(later, now - timedelta(seconds=1))
     schedule.postpone(earlier, now - timedelta(seconds=2))
@@ -418,7 +354,6 @@ def test_a_claimed_row_is_not_claimed_again_until_its_lease_runs_out(
 ) -> None:
     # Given two due rows, claimed at `now` for 30 s
     shop.deliveries(2)
-    schedule.catch_up(services.dispatch)
     now = after_processing()
     assert len(schedule.claim(now, 10, LEASE)) == 2
 
@@ -443,7 +378,6 @@ def test_released_leases_are_claimable_at_once(
 ) -> None:
     # Given three due rows, two of them claimed
     shop.deliveries(3)
-    schedule.catch_up(services.dispatch)
     now = after_processing()
     assert len(schedule.claim(now, 2, LEASE)) == 2
 
@@ -464,13 +398,11 @@ def test_a_retry_moves_the_due_time_and_clears_the_lease(
 ) -> None:
     # Given a row claimed at `now` for 30 s
     (delivery,) = shop.deliveries(1)
-    schedule.catch_up(services.dispatch)
     now = after_processing()
     assert ids(schedule.claim(now, 10, LEASE)) == [delivery]
 
     # When its attempt fails at `now` and the schedule catches up
     shop.attempt(delivery, 1, 503, now)
-    assert schedule.catch_up(services.dispatch) == 1
 
     # Then it is no longer in flight, not due before 5 s, and due at 5 s for attempt 2,
     # well within the old lease
@@ -481,7 +413,6 @@ def test_a_retry_moves_the_due_time_and_clears_the_lease(
 
     # When the second attempt fails too
     shop.attempt(delivery, 2, 500, now + timedelta(seconds=5))
-    schedule.catch_up(services.dispatch)
 
     # Then attempt 3 is due 300 s after the second started
     assert schedule.claim(now + timedelta(seconds=304), 10, LEASE) == []
@@ -494,13 +425,11 @@ def test_done_deliveries_leave_the_schedule(
 ) -> None:
     # Given three due rows
     succeeded, gone, waiting = shop.deliveries(3)
-    schedule.catch_up(services.dispatch)
     now = after_processing()
 
     # When one succeeds and one is answered 410 Gone (failed for good)
     shop.attempt(succeeded, 1, 200, now)
     shop.attempt(gone, 1, 410, now)
-    assert schedule.catch_up(services.dispatch) == 2
 
     # Then only the third is left, and only it is ever claimed
     assert schedule.pending() == 1
@@ -511,7 +440,7 @@ def test_a_delivery_whose_schedule_ran_out_leaves_the_schedule(settings: Setting
     # Given a one-retry schedule and a delivery that fails twice
     quick = Settings(**{**settings.__dict__, "retry_schedule": (5.0,)})
     services = build(quick, jitter=lambda: 0.5)
-    schedule = open_schedule(quick)
+    schedule = services.schedule()
     try:
         shop = Shop(services)
         (delivery,) = shop.deliveries(1)
@@ -520,13 +449,11 @@ def test_a_delivery_whose_schedule_ran_out_leaves_the_schedule(settings: Setting
         shop.attempt(delivery, 2, 500, now + timedelta(seconds=5))
 
         # When the schedule catches up with all of it at once
-        assert schedule.catch_up(services.dispatch) == 3
 
         # Then the delivery (failed for good) is not in the schedule
         assert services.dispatch.delivery(delivery).status == "failed"
         assert schedule.pending() == 0
     finally:
-        schedule.close()
         services.close()
 
 
@@ -535,7 +462,6 @@ def test_postpone_moves_the_due_time_and_ends_the_lease(
 ) -> None:
     # Given a claimed row
     (delivery,) = shop.deliveries(1)
-    schedule.catch_up(services.dispatch)
     now = after_processing()
     schedule.claim(now, 10, LEASE)
 
@@ -556,7 +482,6 @@ def test_a_replay_is_due_when_it_was_asked_for(
     (first,) = shop.deliveries(1)
     now = after_processing()
     shop.attempt(first, 1, 200, now)
-    schedule.catch_up(services.dispatch)
     assert schedule.pending() == 0
 
     # When it is sent again
@@ -564,7 +489,6 @@ def test_a_replay_is_due_when_it_was_asked_for(
     (sent,) = services.dispatch.send_again(
         shop.store, delivery.event_id, Actor.person("ann@shop.example"), shop.webhook
     )
-    assert schedule.catch_up(services.dispatch) == 1
 
     # Then the new delivery is a due row for attempt 1
     (row,) = schedule.claim(datetime.now(UTC) + timedelta(seconds=1), 10, LEASE)
@@ -580,7 +504,6 @@ def test_a_webhook_never_has_more_than_its_share_in_flight(
     other = shop.other()
     a = shop.deliveries(4)
     b = shop.of(other, a)
-    schedule.catch_up(services.dispatch)
     now = after_processing()
     for n, (to_a, to_b) in enumerate(zip(a, b, strict=True)):
         schedule.postpone(to_a, now - timedelta(seconds=10 - n))
@@ -596,7 +519,6 @@ def test_a_webhook_never_has_more_than_its_share_in_flight(
 
     # When one of A's succeeds
     shop.attempt(a[0], 1, 200, now)
-    schedule.catch_up(services.dispatch)
 
     # Then one more of A's is claimed, the oldest left, and none of B's
     assert ids(schedule.claim(now, 10, LEASE, per_webhook=2)) == [a[2]]
@@ -618,7 +540,6 @@ def test_an_open_circuit_holds_its_webhooks_rows_and_a_half_open_one_lets_one_pr
     now = after_processing()
     for delivery in b[:5]:
         shop.attempt(delivery, 1, 500, now)
-    schedule.catch_up(services.dispatch)
     assert schedule.health(other).state(now) == "open"
     assert schedule.health(other).open_until == now + timedelta(seconds=30)
 
@@ -641,7 +562,6 @@ def test_an_open_circuit_holds_its_webhooks_rows_and_a_half_open_one_lets_one_pr
 
     # When the probe succeeds
     shop.attempt(probe.delivery_id, 1, 200, half_open)
-    schedule.catch_up(services.dispatch)
 
     # Then the circuit is closed and the rest of B's are claimed
     assert schedule.health(other).state(half_open) == "closed"
@@ -654,7 +574,6 @@ def test_a_claim_brings_the_deliveries_in_flight_to_at_most_max_in_flight(
 ) -> None:
     # Given six due rows
     shop.deliveries(6)
-    schedule.catch_up(services.dispatch)
     now = after_processing()
 
     # When up to ten are claimed with at most four in flight
@@ -674,11 +593,11 @@ def test_a_claim_brings_the_deliveries_in_flight_to_at_most_max_in_flight(
 def claim_concurrently(settings: Settings) -> None:
     """Two schedule instances, two threads each, claim 60 due rows three at a time."""
     services = build(settings)
-    first, second = open_schedule(settings), open_schedule(settings)
+    other = build(settings)
+    first, second = services.schedule(), other.schedule()
     try:
         # Given 60 due rows
         deliveries = Shop(services).deliveries(60)
-        first.catch_up(services.dispatch)
         now = after_processing()
 
         # When two schedules claim three at a time, at once, from two threads each
@@ -704,8 +623,7 @@ def claim_concurrently(settings: Settings) -> None:
         for thread in threads:
             thread.join(timeout=30)
     finally:
-        first.close()
-        second.close()
+        other.close()
         services.close()
 
     # Then no row went to two claimers, and every row went to one
@@ -732,13 +650,12 @@ def test_a_claim_on_postgres_takes_at_once_the_rows_no_one_else_holds(
 ) -> None:
     settings = Settings(data_dir=tmp_path / "data", database_url=postgres_url)
     services = build(settings)
-    schedule = open_schedule(settings)
+    schedule = services.schedule()
     dsn, _, query = postgres_url.partition("?")
     try:
         # Given four due rows, two of them locked by another transaction (as a concurrent
         # claim holds the rows it is taking)
         deliveries = Shop(services).deliveries(4)
-        schedule.catch_up(services.dispatch)
         now = after_processing()
         held = deliveries[:2]
         options = f"-c search_path={query.removeprefix('schema=')}"
@@ -764,5 +681,4 @@ def test_a_claim_on_postgres_takes_at_once_the_rows_no_one_else_holds(
         # And once the other transaction ended, the two it held are claimed
         assert sorted(ids(schedule.claim(now, 10, LEASE))) == sorted(held)
     finally:
-        schedule.close()
         services.close()

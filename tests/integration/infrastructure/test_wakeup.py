@@ -24,7 +24,6 @@ from infrastructure.bootstrap import (
     Services,
     build,
     open_queue,
-    open_schedule,
     start_commit_listener,
     start_dispatcher,
 )
@@ -66,7 +65,7 @@ def test_a_commit_wakes_an_idle_dispatcher_long_before_its_interval(services: Se
     services.webhooks.create_webhook(
         store_id, Actor.system(), url="https://93.184.215.14/hook", event_types=["*"]
     )
-    schedule = open_schedule(services.settings)
+    schedule = services.schedule()
     sent: list[dict[str, Any]] = []
     dispatcher = Dispatcher(services.dispatch, schedule, sent.extend, webhooks=services.webhooks)
     listener = start_commit_listener(services, dispatcher.nudge)

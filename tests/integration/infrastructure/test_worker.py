@@ -16,10 +16,10 @@ from uuid import UUID, uuid4
 import pytest
 import standardwebhooks
 
-from application.dispatch import AttemptResult
+from application.dispatch import AttemptResult, DeliveryRef
 from application.errors import NotFound
 from domain.values import Actor
-from infrastructure.bootstrap import Services, build, open_schedule
+from infrastructure.bootstrap import Services, build
 from infrastructure.dispatcher import Dispatcher
 from infrastructure.schedule import Schedule
 from infrastructure.sender import Sender
@@ -65,7 +65,7 @@ class Worker:
 @pytest.fixture
 def worker(settings: Settings) -> Iterator[Worker]:
     services = build(replace(settings, allowed_targets=LOOPBACK))
-    schedule = open_schedule(services.settings)
+    schedule = services.schedule()
     sender = Sender(services.guard, USER_AGENT, max_connections=32)
     recorder = AttemptRecorder(services.dispatch, services.webhooks)
     with Receiver() as receiver:
@@ -90,7 +90,6 @@ def worker(settings: Settings) -> Iterator[Worker]:
         )
     recorder.stop()
     sender.close()
-    schedule.close()
     services.close()
 
 
@@ -144,13 +143,18 @@ def test_concurrent_attempts_are_each_durable_when_their_call_returns(worker: Wo
     assert len(worker.receiver.requests) == 20
 
 
-def test_an_attempt_that_cannot_be_recorded_fails_its_caller_only(worker: Worker) -> None:
-    # Given an attempt on a delivery that does not exist
-    unknown = AttemptResult(uuid4(), 1, datetime.now(UTC), 5.0, 200)
+def test_an_attempt_the_store_refuses_is_dropped_and_the_recorder_carries_on(
+    worker: Worker,
+) -> None:
+    # Given an attempt on a delivery that does not exist (a forged or corrupt message)
+    unknown = AttemptResult(
+        DeliveryRef(uuid4(), uuid4(), uuid4(), "evt_x"), 1, datetime.now(UTC), 5.0, 200
+    )
 
-    # When it is recorded, its caller learns why
+    # When it is recorded, nothing is written for it
+    worker.recorder.record(unknown)
     with pytest.raises(NotFound):
-        worker.recorder.record(unknown)
+        worker.services.dispatch.delivery(unknown.delivery_id)
 
     # Then the recorder carries on: the next attempt is recorded as usual
     [message] = worker.messages(1)
@@ -162,7 +166,9 @@ def test_recording_gives_up_after_its_timeout_when_nothing_commits(worker: Worke
     # Given a recorder that was stopped
     worker.recorder.stop()
     [message] = worker.messages(1)
-    result = AttemptResult(UUID(message["deliveryId"]), 1, datetime.now(UTC), 5.0, 200)
+    result = AttemptResult(
+        worker.services.dispatch.ref(UUID(message["deliveryId"])), 1, datetime.now(UTC), 5.0, 200
+    )
 
     # When / Then an attempt waits no longer than its timeout, and says so
     started = time.monotonic()

@@ -77,7 +77,7 @@ def attempt(api: Api, delivery_id: str, number: int, status: int | None) -> None
     api.services.dispatch.record_attempts(
         [
             AttemptResult(
-                delivery_id=UUID(delivery_id),
+                delivery=api.services.dispatch.ref(UUID(delivery_id)),
                 number=number,
                 started_at=datetime.now(UTC),
                 duration_ms=20.0,

@@ -53,7 +53,9 @@ async def test_recover_sends_again_every_failed_delivery_in_the_range(api: Api) 
     now = datetime.now(UTC)
     api.services.dispatch.record_attempts(
         [
-            AttemptResult(UUID(d["delivery_id"]), 1, now, 5.0, status, final=True)
+            AttemptResult(
+                api.services.dispatch.ref(UUID(d["delivery_id"])), 1, now, 5.0, status, final=True
+            )
             for d, status in zip(first, (500, 410, 200), strict=True)
         ]
     )
@@ -91,7 +93,16 @@ async def test_a_range_that_ended_before_the_failures_recovers_nothing(api: Api)
     settle(api)
     (delivery,) = deliveries_to(api, webhook_id)
     api.services.dispatch.record_attempts(
-        [AttemptResult(UUID(delivery["delivery_id"]), 1, datetime.now(UTC), 5.0, 500, final=True)]
+        [
+            AttemptResult(
+                api.services.dispatch.ref(UUID(delivery["delivery_id"])),
+                1,
+                datetime.now(UTC),
+                5.0,
+                500,
+                final=True,
+            )
+        ]
     )
     settle(api)
 

@@ -27,8 +27,6 @@ async def test_a_webhook_that_keeps_failing_reads_as_open_circuit(api: Api) -> N
             api.shop.store_id, f"f{n}@x.example", "F", None, Actor.system()
         )
     api.services.dispatch.process_new_events()
-    schedule = api.services.schedule()
-    schedule.catch_up(api.services.dispatch)
     before = (await api.client.get(f"/v1/webhooks/{webhook_id}", headers=api.shop.headers)).json()
 
     # When the first attempt of each fails (five in a row: the breaker's threshold)
@@ -36,8 +34,8 @@ async def test_a_webhook_that_keeps_failing_reads_as_open_circuit(api: Api) -> N
     rows.catch_up_all()
     ids = [r["delivery_id"] for r in rows.query("SELECT delivery_id FROM rm_deliveries")]
     now = datetime.now(UTC)
-    api.services.dispatch.record_attempts([AttemptResult(UUID(i), 1, now, 5.0, 500) for i in ids])
-    schedule.catch_up(api.services.dispatch)
+    dispatch = api.services.dispatch
+    dispatch.record_attempts([AttemptResult(dispatch.ref(UUID(i)), 1, now, 5.0, 500) for i in ids])
 
     # Then the webhook reads as closed before and open after, in GET and in the list
     after = (await api.client.get(f"/v1/webhooks/{webhook_id}", headers=api.shop.headers)).json()

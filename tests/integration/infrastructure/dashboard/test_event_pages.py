@@ -78,7 +78,7 @@ async def test_an_event_shows_its_envelope_deliveries_and_attempts(signed_in: Da
     signed_in.services.dispatch.record_attempts(
         [
             AttemptResult(
-                UUID(str(delivery["delivery_id"])),
+                signed_in.services.dispatch.ref(UUID(str(delivery["delivery_id"]))),
                 1,
                 datetime.now(UTC),
                 123.4,

@@ -1,11 +1,15 @@
-"""The delivery schedule: which deliveries are due, when, and for which attempt.
+"""The delivery schedule: which deliveries are due, when, and for which attempt; and each
+webhook's health (the circuit breaker's record).
 
-A projection of the dispatch log: a delivery is due from when it is scheduled, again at
-each failed attempt's ``next_attempt_at``, and leaves the schedule when it succeeds or
-fails for good. This pure mapping says what each event changes, and how a batch of
-changes folds into few row operations (`fold_changes`, `fold_outcomes`); the SQL table
-that holds the schedule (and its tracking position, in the same transaction) is
-infrastructure's.
+A delivery is due from when it is scheduled, again at each failed attempt's
+``next_attempt_at``, and leaves the schedule when it succeeds or fails for good. The
+schedule's rows are written *in the same transaction as the events that change them*
+(the dispatch application hands a `ScheduleWrite` to its event store's recorder with
+every save; infrastructure's recorder writes it before the events): no follower decodes
+the events again, and the rows can never disagree with the log.
+
+This pure mapping says what each event changes, and how a batch of changes folds into
+few row operations (`fold_changes`, `fold_outcomes`).
 """
 
 from __future__ import annotations
@@ -13,16 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
-from domain.delivery import CircuitPolicy, DeliveryAttempted, DeliveryScheduled
+from domain.delivery import CircuitPolicy, DeliveryAttempted, DeliveryScheduled, succeeded
 
 
 @dataclass(frozen=True)
 class Due:
     """A new delivery, due at ``due_at`` for ``attempt``: its first when it is scheduled,
-    a later one when a retry in the same batch was folded into it (`fold_changes`)."""
+    a later one when a retry in the same batch was folded into it (`fold_changes`).
+    ``entity_id`` and ``position`` (its envelope's) order deliveries of one entity."""
 
     delivery_id: UUID
     webhook_id: UUID
@@ -30,6 +34,8 @@ class Due:
     store_id: UUID
     due_at: datetime
     attempt: int = 1
+    entity_id: UUID | None = None
+    position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,24 +66,68 @@ class Outcome:
 Change = Due | Retry | Done
 
 
-def outcome_of(domain_event: Any) -> Outcome | None:
+def outcome_of(domain_event: object) -> Outcome | None:
     if isinstance(domain_event, DeliveryAttempted):
-        a: Any = domain_event
-        ok = a.status_code is not None and 200 <= a.status_code < 300
-        return Outcome(a.webhook_id, ok, a.started_at)
+        e = domain_event
+        return Outcome(e.webhook_id, succeeded(e.status_code), e.started_at)
     return None
 
 
-def schedule_change(domain_event: Any) -> Change | None:
-    if isinstance(domain_event, DeliveryScheduled):
-        e: Any = domain_event
-        return Due(e.originator_id, e.webhook_id, e.envelope_id, e.store_id, e.due_at)
-    if isinstance(domain_event, DeliveryAttempted):
-        a: Any = domain_event
-        if a.next_attempt_at is None:
-            return Done(a.originator_id)
-        return Retry(a.originator_id, a.number + 1, a.next_attempt_at)
+def schedule_change(domain_event: object) -> Change | None:
+    match domain_event:
+        case DeliveryScheduled():
+            e = domain_event
+            return Due(
+                e.originator_id,
+                e.webhook_id,
+                e.envelope_id,
+                e.store_id,
+                e.due_at,
+                entity_id=e.entity_id,
+                position=e.position,
+            )
+        case DeliveryAttempted(next_attempt_at=None):
+            return Done(domain_event.originator_id)
+        case DeliveryAttempted():
+            a = domain_event
+            assert a.next_attempt_at is not None
+            return Retry(a.originator_id, a.number + 1, a.next_attempt_at)
     return None
+
+
+@dataclass(frozen=True)
+class ScheduleWrite:
+    """What one save of the dispatch application changes in the schedule and in the
+    webhooks' health, written by the event store's recorder in the save's transaction:
+    ``changes`` folded to row operations, ``outcomes`` to fold into the current health
+    records (read and updated under a lock in that transaction) by ``policy``."""
+
+    changes: Folded
+    outcomes: tuple[Outcome, ...]
+    policy: CircuitPolicy
+    # (delivery, attempt number) of each attempt whose delivery was scheduled by an
+    # earlier save: the delivery must be due for exactly that attempt, or the save is
+    # refused (an attempt recorded twice, or for a delivery that is not waiting for it).
+    expected: tuple[tuple[UUID, int], ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        c = self.changes
+        return not (c.deletes or c.updates or c.inserts or self.outcomes or self.expected)
+
+
+def schedule_write(events: Iterable[object], policy: CircuitPolicy) -> ScheduleWrite:
+    """The `ScheduleWrite` of a save's events (in log order)."""
+    listed = list(events)
+    changes = [c for c in map(schedule_change, listed) if c is not None]
+    outcomes = tuple(o for o in map(outcome_of, listed) if o is not None)
+    scheduled_here = {c.delivery_id for c in changes if isinstance(c, Due)}
+    expected = tuple(
+        (e.originator_id, e.number)
+        for e in listed
+        if isinstance(e, DeliveryAttempted) and e.originator_id not in scheduled_here
+    )
+    return ScheduleWrite(fold_changes(changes), outcomes, policy, expected)
 
 
 # Folding a batch ------------------------------------------------------------------------

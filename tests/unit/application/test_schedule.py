@@ -1,4 +1,4 @@
-"""The delivery schedule as a pure mapping (`projections.schedule`): which dispatch events
+"""The delivery schedule as a pure mapping (`application.schedule`): which dispatch events
 make a delivery due, due again, or done — on real events of the Delivery aggregate — and
 how a batch of changes and outcomes folds into few row operations."""
 
@@ -12,10 +12,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from domain.customer import Customer
-from domain.delivery import CircuitPolicy, Delivery, Envelope, RetryPolicy, delivery_id_of
-from domain.values import Actor
-from projections.schedule import (
+from application.schedule import (
     Change,
     Done,
     Due,
@@ -28,6 +25,9 @@ from projections.schedule import (
     outcome_of,
     schedule_change,
 )
+from domain.customer import Customer
+from domain.delivery import CircuitPolicy, Delivery, Envelope, RetryPolicy, delivery_id_of
+from domain.values import Actor
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 POLICY = RetryPolicy((5, 300))  # three attempts in all
