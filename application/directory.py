@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from application.follow import Batch, Follower
 from application.webhooks import Webhooks
 from domain.webhook import Webhook, matches
 
@@ -62,6 +63,10 @@ _WEBHOOK_TOPIC = f"{Webhook.__module__}:{Webhook.__qualname__}."
 
 
 class WebhookDirectory:
+    """The sending configuration of every webhook, in memory, following the webhooks log
+    (a `Follower` whose view is this object; its position lives in memory too: a new
+    process reads the log from the start)."""
+
     def __init__(self, webhooks: Webhooks) -> None:
         self._webhooks = webhooks
         self._position = 0
@@ -69,34 +74,42 @@ class WebhookDirectory:
         self._by_store: dict[UUID, set[UUID]] = {}
         self._reenabled: list[UUID] = []
         self._lock = threading.Lock()
+        self._follower = Follower("directory", webhooks, self, decode=False)
 
     def refresh(self) -> None:
         """Catch up with every webhook change recorded so far."""
         with self._lock:
-            while True:
-                notifications = self._webhooks.recorder.select_notifications(
-                    start=self._position + 1, limit=500
-                )
-                if not notifications:
-                    return
-                # Only webhook events matter here (not stores' or API keys').
-                changed = {
-                    UUID(str(n.originator_id))
-                    for n in notifications
-                    if n.topic.startswith(_WEBHOOK_TOPIC)
-                }
-                self._reenabled.extend(
-                    UUID(str(n.originator_id))
-                    for n in notifications
-                    if n.topic == _WEBHOOK_TOPIC + "Enabled"
-                )
-                for webhook_id in changed:
-                    aggregate: object = self._webhooks.repository.get(webhook_id)
-                    if isinstance(aggregate, Webhook):
-                        target = target_of(aggregate)
-                        self._targets[target.webhook_id] = target
-                        self._by_store.setdefault(target.store_id, set()).add(target.webhook_id)
-                self._position = notifications[-1].id
+            while self._follower.pull():
+                pass
+
+    # The follower's view ---------------------------------------------------------------
+
+    def position(self, lane: str) -> int:
+        return self._position
+
+    def apply(self, batch: Batch) -> None:
+        # Only webhook events matter here (not stores' or API keys').
+        notifications = [i.notification for i in batch.items]
+        changed = {
+            UUID(str(n.originator_id)) for n in notifications if n.topic.startswith(_WEBHOOK_TOPIC)
+        }
+        for webhook_id in changed:
+            aggregate: object = self._webhooks.repository.get(webhook_id)
+            if isinstance(aggregate, Webhook):
+                target = target_of(aggregate)
+                self._targets[target.webhook_id] = target
+                self._by_store.setdefault(target.store_id, set()).add(target.webhook_id)
+        self._reenabled.extend(
+            UUID(str(n.originator_id))
+            for n in notifications
+            if n.topic == _WEBHOOK_TOPIC + "Enabled"
+        )
+        self._position = batch.last
+
+    def skip(self, batch: Batch, error: Exception) -> None:
+        self._position = batch.last
+
+    # Reads -------------------------------------------------------------------------------
 
     def take_reenabled(self) -> list[UUID]:
         """The webhooks enabled again (after being disabled) since the last call."""

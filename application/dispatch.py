@@ -25,13 +25,13 @@ from eventsourcing.persistence import (
     JSONTranscoder,
     ProcessRecorder,
     Recording,
-    Tracking,
 )
 
 from application import views
 from application.commerce import Commerce
 from application.directory import WebhookDirectory
 from application.errors import Conflict, NotFound
+from application.follow import Batch, Follower, Item
 from application.ports import BuildEnvelope, EventHistory
 from application.recorded import NotifiesOnRecord
 from application.schedule import schedule_write
@@ -118,6 +118,8 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         self.random = random or _random.random
         # Views of an entity at a version never change: cache them across events.
         self._view_at = lru_cache(maxsize=20_000)(self._load_view)
+        # Store events become envelopes and deliveries through this follower.
+        self.fan_out = Follower("fan-out", commerce, FanOut(self))
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()
@@ -135,67 +137,30 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         )
         return super()._record(processing_event)
 
-    def _save_with(self, tracking: Tracking | None, *objs: Any) -> list[Recording[UUID]]:
-        """`save`, with the upstream position the saved objects came from."""
-        processing_event: ProcessingEvent[UUID] = ProcessingEvent(tracking)
-        processing_event.collect_events(*objs)
+    def _save_with(self, batch: Batch, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """`save`, with a follower's batch's tracking records (and anything else the
+        recorder takes: ``skipped``) in the same transaction."""
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        processing_event.collect_events(
+            *objs, trackings=batch.trackings, starts=batch.starts, **kwargs
+        )
         recordings = self._record(processing_event)
         self._notify(recordings)
         return recordings
 
     # Envelopes and fan-out -----------------------------------------------------------
 
-    # The position as this instance last read or committed it, so that a pass of
-    # `process_new_events` costs one query (the select) rather than two; None: read it
-    # from the tracking table. It is forgotten on any failure of a pass.
-    _position: int | None = None
-
     @property
     def position(self) -> int:
-        """The last commerce log position turned into envelopes (as this instance last
-        read or committed it, once it has processed events)."""
-        if self._position is not None:
-            return self._position
-        recorder = self.recorder
-        assert isinstance(recorder, ProcessRecorder)
-        return recorder.max_tracking_id(UPSTREAM) or 0
+        """How far in the commerce log every store event is an envelope (the slowest
+        lane of the fan-out, as this instance last read or wrote it)."""
+        return min(self.fan_out.positions().values())
 
     def process_new_events(self, limit: int = 100) -> int:
-        """Turn up to ``limit`` new store events into envelopes and deliveries; all of
-        them and the new position commit together. Returns how many were processed.
-
-        Another dispatch on the same storage (a standby that was active meanwhile) may
-        have moved the position on since this one remembered it: its events are then
-        refused (IntegrityError: the tracking record and the deterministic ids), and the
-        pass is done again once, from the position read afresh."""
-        remembered = self._position is not None
-        try:
-            return self._process_new_events(limit)
-        except IntegrityError:
-            if not remembered:
-                raise
-            return self._process_new_events(limit)
-
-    def _process_new_events(self, limit: int) -> int:
-        try:
-            start = self.position
-            notifications = self.commerce.recorder.select_notifications(
-                start=start + 1, limit=limit
-            )
-            if not notifications:
-                self._position = start
-                return 0
-            self.directory.refresh()
-            new: list[Any] = []
-            for notification in notifications:
-                domain_event = self.commerce.mapper.to_domain_event(notification)
-                new.extend(self._envelope_and_deliveries(domain_event, notification.id))
-            self._save_with(Tracking(UPSTREAM, notifications[-1].id), *new)
-        except BaseException:
-            self._position = None  # whatever failed, read the position again next time
-            raise
-        self._position = notifications[-1].id
-        return len(notifications)
+        """Turn up to ``limit`` new store events into envelopes and deliveries (one batch
+        of the fan-out follower); returns how many notifications it covered."""
+        self.fan_out.batch_size = limit
+        return self.fan_out.pull()
 
     def _envelope_and_deliveries(self, domain_event: Any, position: int) -> list[Any]:
         entity: StoreAggregate = self.commerce.repository.get(
@@ -238,6 +203,13 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
             )
         ]
         return [envelope, *deliveries]
+
+    def _envelopes_and_deliveries(self, items: Sequence[Item]) -> list[Any]:
+        self.directory.refresh()
+        new: list[Any] = []
+        for item in items:
+            new.extend(self._envelope_and_deliveries(item.event, item.notification.id))
+        return new
 
     def _load_view(self, entity_id: UUID, version: int) -> JSON:
         return views.view(self.commerce.repository.get(entity_id, version=version))
@@ -393,3 +365,27 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         if not isinstance(delivery, Delivery):
             raise NotFound("delivery", delivery_id)
         return delivery
+
+
+class FanOut:
+    """The fan-out's view of the commerce log: for each store event, its envelope and a
+    delivery to every webhook that wants it, saved with the tracking records of the
+    batch in one transaction of the dispatch store."""
+
+    def __init__(self, dispatch: Dispatch) -> None:
+        self._dispatch = dispatch
+
+    def position(self, lane: str) -> int:
+        recorder = self._dispatch.recorder
+        assert isinstance(recorder, ProcessRecorder)
+        found = recorder.max_tracking_id(lane)
+        if found is None and lane != UPSTREAM:
+            found = recorder.max_tracking_id(UPSTREAM)  # a lane new to an installation
+        return found or 0
+
+    def apply(self, batch: Batch) -> None:
+        new = self._dispatch._envelopes_and_deliveries(batch.items)
+        self._dispatch._save_with(batch, *new)
+
+    def skip(self, batch: Batch, error: Exception) -> None:
+        self._dispatch._save_with(batch, skipped=("fan-out", batch, error))

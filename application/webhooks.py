@@ -17,10 +17,11 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder
 
 from application.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
 from application.ports import SecretKeeper, TargetPolicy
+from application.recorded import NotifiesOnRecord
 from application.transcodings import register_store_transcodings
 from application.views import timestamp
 from domain.tenancy import ApiKey, Store
@@ -49,7 +50,7 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
-class Webhooks(Application[UUID]):
+class Webhooks(NotifiesOnRecord, Application[UUID]):
     name = "webhooks"
 
     def __init__(
@@ -64,6 +65,14 @@ class Webhooks(Application[UUID]):
         self.targets = targets
         self.keeper = keeper
         self.clock = clock or (lambda: datetime.now(UTC))
+        # Called with a webhook enabled again, after it is saved: its record of failures
+        # (the circuit breaker's) starts afresh at once (set by the composition root).
+        self.forgive: Callable[[UUID], None] = lambda webhook_id: None
+
+    def construct_recorder(self) -> ProcessRecorder:
+        # A process application: the webhook policies follow the dispatch log into it
+        # (application/policies.py), saving their decisions with their position.
+        return self.factory.process_recorder()
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -207,11 +216,14 @@ class Webhooks(Application[UUID]):
                 self.keeper.seal_headers(webhook.id, headers) if headers else None
             )
         webhook.update(actor, **fields)
+        was_enabled = webhook.enabled
         if enabled is True:
             webhook.enable(actor)
         elif enabled is False:
             webhook.disable(reason, actor)
         self._save_or_conflict(webhook)
+        if enabled is True and not was_enabled:
+            self.forgive(webhook.id)
         return webhook_view(webhook)
 
     def rotate_secret(

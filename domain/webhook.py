@@ -149,6 +149,7 @@ class Webhook(Aggregate):
         self.disabled_reason: str | None = None if enabled else "disabled on creation"
         self.secrets = [SealedSecret(sealed_secret)]
         self.deleted = False
+        self.enabled_at: datetime | None = None
 
     def update(self, actor: Actor, **changes: Any) -> None:
         """Change configuration fields (url, event_types, description, headers, timeout…)."""
@@ -178,12 +179,24 @@ class Webhook(Aggregate):
     def enable(self, actor: Actor) -> None:
         self._check_not_deleted()
         if not self.enabled:
-            self._enabled(actor=actor)
+            self.trigger_event(Webhook.Enabled, actor=actor)
 
-    @event("Enabled")
-    def _enabled(self, actor: Actor) -> None:
-        self.enabled = True
-        self.disabled_reason = None
+    @dataclass(frozen=True)
+    class Enabled(Aggregate.Event):
+        actor: Actor
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Webhook)
+            aggregate.enabled = True
+            aggregate.disabled_reason = None
+            # When it was last enabled: what happened before (a 410, days of failure)
+            # is not held against it any more (application.policies).
+            aggregate.enabled_at = self.timestamp
+
+    @property
+    def enabled_since(self) -> datetime:
+        """When the webhook was created or last enabled again."""
+        return self.enabled_at or self.created_on
 
     def disable(self, reason: str, actor: Actor) -> None:
         self._check_not_deleted()

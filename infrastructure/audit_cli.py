@@ -97,14 +97,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def catch_up(services: Services) -> None:
-    from infrastructure.readmodels import StalePosition
-
-    while True:
-        try:
-            if not services.read_models.catch_up_all():
-                return
-        except StalePosition:
-            continue  # another process moved a model on: carry on from its position
+    while services.read_models.catch_up_all():
+        pass
 
 
 def entries_for(queries: Queries, args: argparse.Namespace) -> tuple[list[JSON], bool]:

@@ -11,6 +11,7 @@ schema) and so exercise exactly what production runs.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import threading
@@ -20,26 +21,31 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.application import Application
+from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
+from eventsourcing.utils import Environment
 
 from application import views
 from application.commerce import Commerce
 from application.directory import WebhookDirectory
 from application.dispatch import Dispatch
+from application.policies import WebhookPolicies
+from application.recorded import NotifiesOnRecord
 from application.webhooks import Webhooks
 from domain.delivery import CircuitPolicy, RetryPolicy
 from infrastructure.broker import Queue, declare_deliver_actor, enqueue_many, make_broker
-from infrastructure.dispatcher import IDLE_LISTENING, IDLE_POLL, Dispatcher
+from infrastructure.dispatcher import Dispatcher
+from infrastructure.followers import Runner, Signals, prepare
 from infrastructure.history import event_history
 from infrastructure.idempotency import IdempotencyStore, open_idempotency_store
 from infrastructure.leader import Leadership, dispatcher_lock
-from infrastructure.metrics import DISPATCHER_ACTIVE, ServiceGauges
+from infrastructure.metrics import DISPATCHER_ACTIVE, ServiceGauges, count_skipped
 from infrastructure.persistence import application_env, ensure_schema, schema_lock
 from infrastructure.readmodels import (
     EntityViews,
     ReadModelStore,
-    StalePosition,
-    open_database,
     store_lookup,
 )
 from infrastructure.schedule import Schedule
@@ -53,6 +59,9 @@ from projections.envelopes import build_envelope
 from projections.readmodels import Context
 
 log = logging.getLogger("webround")
+
+# The name the read models' database objects go by (``readmodels_tracking``, readmodels.sqlite).
+READ_MODELS_NAME = "readmodels"
 
 VERSION = "0.1.0"
 
@@ -84,7 +93,6 @@ class Services:
         while self._closers:
             self._closers.pop()()
         self.idempotency.close()
-        self.read_models.close()
         self.dispatch.close()
         self.webhooks.close()
         self.commerce.close()
@@ -129,12 +137,20 @@ def _build(
     sources: dict[str, Any] = {"commerce": commerce, "webhooks": webhooks, "dispatch": dispatch}
 
     entity_views = EntityViews(commerce, event_history(commerce.recorder), views.view)
+    # The read models' tables and tracking records: beside the event stores on
+    # PostgreSQL (the same pool), in readmodels.sqlite embedded.
+    read_model_factory = InfrastructureFactory.construct(
+        Environment(READ_MODELS_NAME, application_env(settings, READ_MODELS_NAME))
+    )
+    recorder = read_model_factory.tracking_recorder()
+    assert isinstance(recorder, PostgresTrackingRecorder | SQLiteTrackingRecorder)
     read_models = ReadModelStore(
-        open_database(settings.data_dir, settings.database_url),
+        recorder,
         sources,
         Context(view_at=entity_views, store_of=store_lookup(sources), warm_views=entity_views.warm),
+        configure=lambda followers: prepare(followers, count_skipped),
     )
-    return Services(
+    services = Services(
         settings=settings,
         commerce=commerce,
         webhooks=webhooks,
@@ -144,6 +160,10 @@ def _build(
         idempotency=open_idempotency_store(settings),
         read_models=read_models,
     )
+    services._closers.append(read_model_factory.close)
+    # A webhook enabled again starts with a clean record: its circuit closes at once.
+    webhooks.forgive = lambda webhook_id: services.schedule().forgive(webhook_id)
+    return services
 
 
 def open_queue(services: Services) -> Queue:
@@ -166,97 +186,119 @@ def start_dispatcher(
     queue: Queue,
     clock: Callable[[], datetime] | None = None,
 ) -> Dispatcher:
-    """Run the dispatcher loop in a background thread until `services.close()`."""
+    """Run the dispatcher — the fan-out, the webhook policies and the claims — in a
+    background thread until `services.close()`."""
     schedule = services.schedule()
     if queue.in_process:
         # An in-process broker lost every message with the last process: hand out again
         # at once what was handed out then, instead of waiting for the leases to run out.
         schedule.release_leases()
+    settings = services.settings
+    policies = WebhookPolicies(
+        services.webhooks,
+        failing_since=lambda webhook_id: schedule.health(webhook_id).failing_since,
+        disable_after=timedelta(seconds=settings.auto_disable_after),
+    ).follower(services.dispatch)
+    prepare([services.dispatch.fan_out, policies], count_skipped)
+    signals = Signals()
     dispatcher = Dispatcher(
         services.dispatch,
         schedule,
         lambda messages: enqueue_many(queue, messages),
-        webhooks=services.webhooks,
-        lease_seconds=services.settings.lease_seconds,
-        per_webhook=services.settings.webhook_concurrency,
+        signals=signals,
+        policies=policies,
+        lease_seconds=settings.lease_seconds,
+        per_webhook=settings.webhook_concurrency,
         clock=clock,
     )
-    listener = start_commit_listener(services, dispatcher.nudge)
-    # Saves in this process (API commands, workers' attempts in `serve`) wake it at once.
-    cancels = [app.on_recorded(dispatcher.nudge) for app in (services.commerce, services.dispatch)]
-
-    def idle_seconds() -> float:
-        # Poll as before whenever no notification can come (SQLite, or the listener
-        # reconnecting); else new commits nudge, and the wait only bounds time-driven work.
-        return IDLE_LISTENING if listener is not None and listener.listening else IDLE_POLL
-
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=dispatcher.run, args=(stop, idle_seconds), name="dispatcher", daemon=True
-    )
-    thread.start()
+    wakes = connect_signals(services, signals, [services.commerce, services.dispatch])
+    runner = Runner(
+        "dispatcher",
+        dispatcher.step,
+        signals,
+        idle=dispatcher.seconds_to_next_due,
+        max_idle=wakes.max_idle,
+    ).start()
 
     def close() -> None:
-        stop.set()
-        for cancel in cancels:
-            cancel()
-        dispatcher.nudge()
-        thread.join(timeout=10)
-        if listener is not None:
-            listener.close()
+        runner.stop()
+        wakes.close()
 
     services._closers.append(close)
     return dispatcher
 
 
-def start_commit_listener(
-    services: Services, on_commit: Callable[[], None]
-) -> CommitListener | None:
-    """On PostgreSQL, call ``on_commit`` whenever events are committed to the commerce
-    store (new store events to turn into envelopes) or the dispatch store (new deliveries
-    to schedule, attempts recorded by workers: retries to plan, in-flight room freed).
-    None on SQLite, which has no such notifications."""
-    url = services.settings.database_url
-    if url is None:
-        return None
-    channels = [
-        recorder.channel_name
-        for recorder in (services.commerce.recorder, services.dispatch.recorder)
-        if isinstance(recorder, PostgresApplicationRecorder)
+@dataclass
+class Wakes:
+    """What signals a runner's sources' commits: in-process saves and, on PostgreSQL, a
+    commit listener. ``max_idle``: how long the runner may sleep without a signal."""
+
+    listener: CommitListener | None
+    cancels: list[Callable[[], None]]
+
+    def max_idle(self) -> float:
+        # Without a working listener (SQLite, or reconnecting), commits of other
+        # processes are seen by polling; with one, the wait is only a safety net.
+        return MAX_IDLE_LISTENING if self.listener and self.listener.listening else MAX_IDLE_POLL
+
+    def close(self) -> None:
+        for cancel in self.cancels:
+            cancel()
+        if self.listener is not None:
+            self.listener.close()
+
+
+# How long a runner sleeps at most when nothing signals it: polling for other processes'
+# commits where no notification can come, a safety net where one can.
+MAX_IDLE_POLL = 1.0
+MAX_IDLE_LISTENING = 30.0
+
+
+def connect_signals(services: Services, signals: Signals, sources: list[Application[Any]]) -> Wakes:
+    """Raise ``signals`` for commits to these applications: saves in this process at
+    once (`application.recorded`), other processes' through PostgreSQL's NOTIFY."""
+    cancels = [
+        app.on_recorded(functools.partial(signals.raise_, app.name))
+        for app in sources
+        if isinstance(app, NotifiesOnRecord)
     ]
-    if not channels:
-        return None
-    # The same server and database as the stores; ``?schema=`` does not matter to
-    # LISTEN (channels are database-wide: see infrastructure/wakeup.py).
-    return CommitListener(url.split("?", 1)[0], channels, on_commit).start()
+    by_channel = {
+        app.recorder.channel_name: app.name
+        for app in sources
+        if isinstance(app.recorder, PostgresApplicationRecorder)
+    }
+    url = services.settings.database_url
+    listener = None
+    if url is not None and by_channel:
+        # The same server and database as the stores; ``?schema=`` does not matter to
+        # LISTEN (channels are database-wide: see infrastructure/wakeup.py).
+        listener = CommitListener(
+            url.split("?", 1)[0],
+            list(by_channel),
+            lambda channels: signals.raise_(*(by_channel[c] for c in channels if c in by_channel)),
+        ).start()
+    return Wakes(listener, cancels)
 
 
-def start_projector(services: Services, idle_seconds: float = 0.05) -> threading.Thread:
+def start_projector(services: Services) -> Runner:
     """Keep the read models in step with the event stores, in a background thread."""
-    stop = threading.Event()
+    signals = Signals()
+    sources: list[Application[Any]] = [services.commerce, services.webhooks, services.dispatch]
+    wakes = connect_signals(services, signals, sources)
 
-    def run() -> None:
-        while not stop.is_set():
-            try:
-                busy = services.read_models.catch_up_all()
-            except StalePosition:
-                continue  # a rebuild swapped a model in: start again from its position
-            except Exception:
-                log.exception("read model pass failed; retrying")
-                stop.wait(1.0)
-                continue
-            if not busy:
-                stop.wait(idle_seconds)
+    def step() -> int:
+        for app in sources:
+            signals.take(app.name)
+        return services.read_models.catch_up_all()
 
-    thread = threading.Thread(target=run, name="projector", daemon=True)
-    thread.start()
+    runner = Runner("projector", step, signals, max_idle=wakes.max_idle).start()
 
     def close() -> None:
-        stop.set()
-        thread.join(timeout=10)
+        runner.stop()
+        wakes.close()
 
     services._closers.append(close)
-    return thread
+    return runner
 
 
 def start_worker(
@@ -267,7 +309,7 @@ def start_worker(
     """Consume delivery messages with `WEBROUND_WORKER_THREADS` threads until closed."""
     threads = services.settings.worker_threads
     sender = Sender(services.guard, USER_AGENT, max_connections=max(threads * 2, 10))
-    recorder = AttemptRecorder(services.dispatch, services.webhooks)
+    recorder = AttemptRecorder(services.dispatch)
     declare_deliver_actor(queue, DeliveryWorker(sender, services.keeper, recorder, clock))
     worker = dramatiq.Worker(queue.broker, worker_threads=threads, worker_timeout=100)
     worker.start()

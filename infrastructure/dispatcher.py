@@ -1,18 +1,24 @@
-"""The dispatcher loop: new store events → envelopes and deliveries → due attempts → queue.
+"""The dispatcher: new store events → envelopes and deliveries → due attempts → queue.
 
-Each step is a catch-up from durable state, so the loop can stop anywhere (even by
-`kill -9`) and resume: envelopes from the dispatch tracking position, the schedule from
-its own, and claimed-but-lost messages when their lease runs out.
+Each pass pulls the followers it runs — the fan-out (`Dispatch.fan_out`: store events
+become envelopes and deliveries) and the webhook policies (`application.policies`) — when
+their source committed, then claims what is due and enqueues it. Everything is a
+catch-up from durable state, so the loop can stop anywhere (even by `kill -9`) and
+resume: followers from their tracking records, claimed-but-lost messages when their
+lease runs out.
 
-It also keeps endpoints from hurting each other: per-webhook concurrency and rate limits
-and the circuit breaker decide what is claimed, and a webhook that has failed for days
-without a success is disabled (with the reason in its audit trail).
+It keeps endpoints from hurting each other: per-webhook concurrency and rate limits and
+the circuit breaker decide what is claimed; one claimed item that cannot be handled is
+left to its lease, never an abort of the pass for the others.
+
+Run by an `infrastructure.followers.Runner`: a pass that finds nothing sleeps until a
+commit signals, or until `seconds_to_next_due` (a retry falling due, a lease running out,
+a circuit's cool-down ending).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,9 +27,9 @@ from typing import Any
 from uuid import UUID
 
 from application.dispatch import AttemptResult, DeliveryRef, Dispatch
-from application.webhooks import Webhooks
+from application.follow import Follower
 from domain.delivery import Envelope
-from domain.values import Actor
+from infrastructure.followers import Pulled, Signals
 from infrastructure.schedule import Claimed, Schedule
 from infrastructure.worker import Message
 
@@ -31,15 +37,6 @@ log = logging.getLogger("webround.dispatcher")
 
 # While a webhook is disabled its deliveries wait, looked at again this often.
 HOLD = timedelta(seconds=60)
-HEALTH_CHECK_EVERY = timedelta(seconds=60)
-# How long an idle dispatcher waits before looking again, unless nudged: polling, when
-# nothing tells it about other processes' commits (SQLite, embedded: saves made in its
-# own process nudge it, see application/recorded.py) ...
-IDLE_POLL = 0.1
-# ... and with a commit listener (PostgreSQL LISTEN/NOTIFY: infrastructure.wakeup), where
-# only time-driven work (retries falling due, leases running out, held webhooks, rate
-# limits) waits for it — up to this much later than due.
-IDLE_LISTENING = 0.25
 
 
 @dataclass
@@ -68,7 +65,8 @@ class Dispatcher:
         schedule: Schedule,
         enqueue_many: Callable[[list[dict[str, Any]]], None],
         *,
-        webhooks: Webhooks | None = None,
+        signals: Signals | None = None,
+        policies: Follower | None = None,
         lease_seconds: float = 60.0,
         per_webhook: int = 8,
         max_in_flight: int = 2000,
@@ -76,24 +74,38 @@ class Dispatcher:
     ) -> None:
         self.dispatch = dispatch
         self.schedule = schedule
+        self.signals = signals or Signals()
+        self._followers = [
+            Pulled(follower, self.signals)
+            for follower in (dispatch.fan_out, policies)
+            if follower is not None
+        ]
         # Sends one pass's messages together (infrastructure.broker.enqueue_many).
         self._enqueue_many = enqueue_many
-        self._webhooks = webhooks
         self._lease = lease_seconds
         self._per_webhook = per_webhook
         self._max_in_flight = max_in_flight
         self._clock = clock or (lambda: datetime.now(UTC))
         self._envelope = lru_cache(maxsize=5_000)(self._load_envelope)
         self._buckets: dict[UUID, _Bucket] = {}
-        self._wake = threading.Event()
-        self._last_health_check: datetime | None = None
 
     def step(self) -> int:
-        """One pass over all stages; returns how much work it found."""
-        created = self.dispatch.process_new_events()
-        sent = self.enqueue_due()
-        self.check_health()
-        return created + sent
+        """One pass: the followers that have news, then the claims; returns how much
+        work it found."""
+        done = sum(pulled.pull() for pulled in self._followers)
+        return done + self.enqueue_due()
+
+    def seconds_to_next_due(self) -> float:
+        """How long an idle dispatcher may sleep (unless a commit wakes it)."""
+        now = self._clock()
+        due = self.schedule.next_due(now)
+        return 3600.0 if due is None else max((due - now).total_seconds(), 0.0)
+
+    def nudge(self, *sources: str) -> None:
+        """Something was recorded (in ``sources``; all when none are named): the next
+        pass looks at it now rather than after idling."""
+        names = sources or tuple(p.follower.source.name for p in self._followers)
+        self.signals.raise_(*names)
 
     def enqueue_due(self) -> int:
         now = self._clock()
@@ -106,13 +118,21 @@ class Dispatcher:
         messages: list[dict[str, Any]] = []
         try:
             for item in claimed:
-                message = self._message_for(item, now)
+                try:
+                    message = self._message_for(item, now)
+                except Exception as error:
+                    # One item that cannot be handled (its webhook's data, the database
+                    # for a moment) is left to its lease; the others go out.
+                    log.error(
+                        "delivery %s left to its lease: %s",
+                        item.delivery_id,
+                        type(error).__name__,
+                    )
+                    continue
                 if message is not None:
                     messages.append(message)
         finally:
-            # One send for the pass (one round trip on Redis). Also when a later item
-            # failed (say the database went away while postponing one): what is ready
-            # goes out now rather than after its lease. Whatever is not sent — here or
+            # One send for the pass (one round trip on Redis). Whatever is not sent —
             # by a broker failing midway — stays leased and is claimed again when its
             # lease runs out.
             if messages:
@@ -166,59 +186,6 @@ class Dispatcher:
         )
         return message.to_json()
 
-    def check_health(self, force: bool = False) -> list[UUID]:
-        """Disable webhooks whose every delivery has failed for too long; returns them."""
-        now = self._clock()
-        due = self._last_health_check is None or now - self._last_health_check >= HEALTH_CHECK_EVERY
-        if self._webhooks is None or not (due or force):
-            return []
-        self._last_health_check = now
-        self.dispatch.directory.refresh()
-        for webhook_id in self.dispatch.directory.take_reenabled():
-            self.schedule.forgive(webhook_id)  # enabled again: start with a clean record
-        disabled = []
-        days = self.schedule.policy.disable_after / timedelta(days=1)
-        for webhook_id in self.schedule.failing_for_too_long(now):
-            target = self.dispatch.directory.get(webhook_id)
-            if target is None or not target.enabled or target.deleted:
-                continue
-            self._webhooks.update_webhook(
-                target.store_id,
-                webhook_id,
-                Actor.system(),
-                enabled=False,
-                disabled_reason=f"every delivery failed for {days:g} days",
-            )
-            disabled.append(webhook_id)
-            log.warning("webhook %s disabled: failing for %g days", webhook_id, days)
-        return disabled
-
     def _load_envelope(self, envelope_id: UUID) -> Envelope:
         envelope: Envelope = self.dispatch.repository.get(envelope_id)
         return envelope
-
-    def nudge(self) -> None:
-        """Something new was recorded: run the next pass now rather than after idling."""
-        self._wake.set()
-
-    def run(
-        self, stop: threading.Event, idle_seconds: float | Callable[[], float] = IDLE_POLL
-    ) -> None:
-        """Loop until ``stop`` is set; a failing pass is logged and retried, never fatal.
-
-        When a pass finds nothing to do it waits ``idle_seconds`` (a number, or asked
-        before each wait) or until `nudge`: with a commit listener running
-        (infrastructure.wakeup) new events nudge it, and the wait only bounds how late
-        time-driven work is seen (a retry falling due, a lease running out)."""
-        while not stop.is_set():
-            # Cleared before the pass, not after the wait: a nudge arriving during the
-            # pass (a commit the pass may have missed) makes the next wait return at once.
-            self._wake.clear()
-            try:
-                busy = self.step()
-            except Exception:
-                log.exception("dispatcher pass failed; retrying")
-                busy = 0
-                stop.wait(1.0)
-            if not busy:
-                self._wake.wait(idle_seconds() if callable(idle_seconds) else idle_seconds)

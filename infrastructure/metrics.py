@@ -59,6 +59,18 @@ ATTEMPT_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60),
 )
 
+SKIPPED_EVENTS = Counter(
+    "webround_follower_skipped_events",
+    "Events a follower could not apply and skipped (recorded in skipped_events, logged), "
+    "by follower: each is a bug or bad data to look at; the follower went on.",
+    ["follower"],
+)
+
+
+def count_skipped(follower: str) -> None:
+    SKIPPED_EVENTS.labels(follower).inc()
+
+
 DISPATCHER_ACTIVE = Gauge(
     "webround_dispatcher_active",
     "1 while this process holds the dispatcher lock and dispatches, else 0 (standby).",

@@ -8,9 +8,14 @@ See docs/adr/0002-persistence.md.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from eventsourcing.postgres import PostgresDatastore, PostgresFactory
+from eventsourcing.utils import Environment
 
 from infrastructure.settings import Settings, SettingsError
 
@@ -31,21 +36,24 @@ def application_env(settings: Settings, application_name: str) -> dict[str, str]
         }
     else:
         env = {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "PERSISTENCE_MODULE": "infrastructure.persistence:SharedPostgresFactory",
             **postgres_env(settings.database_url),
         }
-    if application_name == DISPATCH:
-        # The dispatch store's recorder also writes the delivery schedule, in the same
-        # transaction as the events (infrastructure/schedule.py).
-        recorder = "Sqlite" if settings.database_url is None else "Postgres"
-        env["PROCESS_RECORDER_TOPIC"] = f"infrastructure.schedule:{recorder}DispatchRecorder"
+    recorder = _RECORDERS.get(application_name)
+    if recorder is not None:
+        kind = "Sqlite" if settings.database_url is None else "Postgres"
+        env["PROCESS_RECORDER_TOPIC"] = recorder.format(kind=kind)
     prefix = application_name.upper()
     return {f"{prefix}_{key}": value for key, value in env.items()}
 
 
-# The dispatch application's name (application.dispatch.Dispatch.name), whose recorder is
-# ours; named here rather than imported to keep this module free of the applications.
-DISPATCH = "dispatch"
+# Applications that followers write into (their saves carry tracking records), by name
+# (named rather than imported, to keep this module free of the applications): the
+# dispatch store's recorder also writes the delivery schedule (infrastructure/schedule.py).
+_RECORDERS = {
+    "dispatch": "infrastructure.schedule:{kind}DispatchRecorder",
+    "webhooks": "infrastructure.tracking:{kind}FollowerRecorder",
+}
 
 
 def postgres_env(database_url: str) -> dict[str, str]:
@@ -107,3 +115,40 @@ def ensure_schema(database_url: str) -> None:
         connection.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema[0]))
         )
+
+
+class SharedPostgresFactory(PostgresFactory):
+    """eventsourcing's PostgreSQL factory, but with one datastore — one pool of
+    connections — per process for every application and view on the same database and
+    schema (eventsourcing makes one per application). Its connections use the schema
+    as their search path, so our own SQL names tables without it."""
+
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _shared: ClassVar[dict[tuple[str, ...], list[Any]]] = {}  # key -> [datastore, users]
+
+    def __init__(self, env: Environment | dict[str, str] | None) -> None:
+        super().__init__(env)
+        own: PostgresDatastore = self.datastore
+        keys = (self.POSTGRES_DBNAME, self.POSTGRES_HOST, self.POSTGRES_PORT, self.POSTGRES_USER)
+        self._key = (*(str(self.env.get(k)) for k in keys), own.schema)
+        with self._lock:
+            entry = self._shared.get(self._key)
+            if entry is None:
+                # Not opened yet: the pool connects on first use, with these options.
+                options = own.pool.kwargs
+                assert isinstance(options, dict)
+                options["options"] = f"-c search_path={own.schema}"
+                entry = self._shared[self._key] = [own, 0]
+            entry[1] += 1
+        self.datastore = entry[0]
+
+    def close(self) -> None:
+        with self._lock:
+            entry = self._shared.get(self._key)
+            if entry is None or entry[0] is not self.datastore:
+                return
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del self._shared[self._key]
+        self.datastore.close()

@@ -56,8 +56,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         names = chosen
 
+    from eventsourcing.persistence import IntegrityError
+
     from infrastructure.bootstrap import build
-    from infrastructure.readmodels import StalePosition
 
     services = build(settings)
     try:
@@ -67,7 +68,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         if args.action == "status":
             return status(store, as_json=args.json, out=sys.stdout)
         return checksum(store, as_json=args.json, out=sys.stdout)
-    except StalePosition as error:
+    except IntegrityError as error:
         print(
             f"\nwebround: the rebuild was overtaken ({error}): is another rebuild of the same "
             "read model running? The live read models are intact; run it again.",

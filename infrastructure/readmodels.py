@@ -1,11 +1,18 @@
 """The SQL side of the read models: apply, track, rebuild aside and swap, checksum.
 
-Tables are named ``rm_<table>``; their positions in each source log live in
-``rm_tracking``. A batch of events and the new position commit in one transaction, and
-the position moves only from the value the batch started at, so two writers can never
-apply the same events twice. A rebuild fills ``rm_<table>__next`` from position zero while
-the live tables keep serving, then — holding the write lock — catches up the last events
-and swaps the tables in one transaction.
+Tables are named ``rm_<table>``. The read models follow the event stores with
+`application.follow.Follower`s — one per source log, reading and decoding each batch once
+for every model that follows that log — and their positions are eventsourcing tracking
+records (an eventsourcing tracking recorder's table, in the same database), one lane per
+model and source (``events@dispatch``). A batch's rows and the lanes' new positions
+commit in one transaction, and a lane moves only from the position the batch started
+at, so no event is applied twice; an event a model cannot apply is skipped and recorded
+(``skipped_events``) rather than stopping the models of every store.
+
+A rebuild fills ``rm_<table>__next`` beside the live tables (its own lanes,
+``events__next@dispatch``) while the live tables keep serving, then — holding the lock on
+the tracking table, which every live batch writes — catches up the last events and swaps
+tables and lanes in one transaction.
 
 SQLite (embedded: ``readmodels.sqlite`` in the data directory) and PostgreSQL
 (production: tables in the configured database and schema) speak the same SQL here, but
@@ -21,15 +28,26 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteTrackingRecorder
 
+from application.follow import Batch, Follower
 from application.ports import EventHistory
 from application.replay import replay
-from infrastructure.sql import Cursor, Database, PostgresDatabase, SqliteDatabase
+from infrastructure.sql import transaction
+from infrastructure.tracking import (
+    SQLITE,
+    first_column,
+    poison_statements,
+    postgres_dialect,
+    write_skipped,
+    write_trackings,
+)
 from projections.readmodels import (
     BY_NAME,
     READ_MODELS,
@@ -45,6 +63,11 @@ from projections.readmodels import (
 
 NEXT = "__next"
 BATCH = 500
+
+
+def lane(model: str, source: str) -> str:
+    """The tracking name of one model's position in one source log."""
+    return f"{model}@{source}"
 
 
 @dataclass(frozen=True)
@@ -64,143 +87,72 @@ class ReadModelStore:
 
     def __init__(
         self,
-        database: Database,
+        recorder: PostgresTrackingRecorder | SQLiteTrackingRecorder,
         sources: dict[str, Application[Any]],
         context: Context,
+        *,
+        configure: Callable[[list[Follower]], None] = lambda followers: None,
     ) -> None:
-        self.db = database
+        self.recorder = recorder
+        self._datastore = recorder.datastore
+        if isinstance(recorder, PostgresTrackingRecorder):
+            self.dialect = postgres_dialect(recorder.datastore.schema)
+            self._tracking = recorder.tracking_table_name
+        else:
+            self.dialect = SQLITE
+            self._tracking = "tracking"
         self._sources = sources
         self._context = context
-        self._ph = database.placeholder
-        # Where each model stands in each source, as this store last wrote it; None until
-        # read (and again after any failed batch). The guarded UPDATE of every batch
-        # checks it against the table, so a stale value costs a retry, never a double.
-        self._positions: dict[tuple[str, str], int] | None = None
-        with self.db.transaction() as c:
-            c.execute(
-                "CREATE TABLE IF NOT EXISTS rm_tracking (model TEXT, source TEXT, "
-                f"position {database.types['integer']} NOT NULL, PRIMARY KEY (model, source))"
-            )
+        # Infrastructure's failure classification and poison counter for new followers.
+        self._configure = configure
+        with transaction(self._datastore) as c:
+            for statement in poison_statements(self.dialect):
+                c.execute(statement)
             for model in READ_MODELS:
                 self._create(c, model, suffix="")
+            self._migrate_positions(c)
+        self.followers = [
+            self._follower(source, [m for m in READ_MODELS if source in m.sources], "")
+            for source in sources
+        ]
+
+    @property
+    def postgres(self) -> bool:
+        return isinstance(self._datastore, PostgresDatastore)
+
+    def _follower(self, source: str, models: Sequence[ReadModel], suffix: str) -> Follower:
+        view = _Lanes(self, source, {lane(m.name + suffix, source): m for m in models}, suffix)
+        follower = Follower(
+            f"read-models@{source}" if not suffix else f"rebuild@{source}",
+            self._sources[source],
+            view,
+            lanes=list(view.models),
+        )
+        self._configure([follower])
+        return follower
 
     # Catching up -------------------------------------------------------------------
 
     def catch_up_all(self, limit: int = BATCH) -> int:
-        """Apply up to ``limit`` new events of each source to every model that follows it;
-        returns how many events were read. Each source's log is read and decoded once for
-        all its models (not once per model), and their rows and positions commit in one
-        transaction."""
-        if self._positions is None:
-            self._positions = self._all_positions()
+        """Apply up to ``limit`` new events of each source to every model that follows
+        it; returns how many notifications were read."""
         done = 0
-        for source in self._sources:
-            models = [m for m in READ_MODELS if source in m.sources]
-            if not models:
-                continue
-            # Models at the same position share one read (after a rebuild one may differ).
-            by_start: dict[int, list[ReadModel]] = {}
-            for model in models:
-                by_start.setdefault(self._positions.get((model.name, source), 0), []).append(model)
-            for start, group in sorted(by_start.items()):
-                done += self._catch_up_group(source, start, group, limit)
+        for follower in self.followers:
+            follower.batch_size = limit
+            done += follower.pull()
         return done
-
-    def _catch_up_group(self, source: str, start: int, models: list[ReadModel], limit: int) -> int:
-        batch = self._read(source, start, models, limit)
-        if batch is None:
-            return 0
-        count, end, operations = batch
-        try:
-            # Derived rows and their position commit together: a commit lost in a crash
-            # loses both, and the events are applied again, so no flush is awaited.
-            with self.db.transaction(durable=False) as c:
-                for model in models:
-                    self._advance(c, model.name, source, start, end)
-                self._apply(c, operations, "")
-        except BaseException:
-            self._positions = None  # read them again: another writer may have moved on
-            raise
-        assert self._positions is not None
-        for model in models:
-            self._positions[(model.name, source)] = end
-        return count
-
-    def _read(
-        self, source: str, start: int, models: Sequence[ReadModel], limit: int
-    ) -> tuple[int, int, list[Operation]] | None:
-        """Up to ``limit`` events of ``source`` after ``start``, read and decoded once for
-        all ``models``: (how many, the last position, their row operations); None when
-        there are none."""
-        app = self._sources[source]
-        notifications = app.recorder.select_notifications(start=start + 1, limit=limit)
-        if not notifications:
-            return None
-        events = [(n.id, app.mapper.to_domain_event(n)) for n in notifications]
-        self._warm(models, [event for _, event in events])
-        operations = [
-            operation
-            for model in models
-            for position, event in events
-            for operation in model.handle(source, position, event, self._context)
-        ]
-        return len(notifications), notifications[-1].id, operations
 
     def catch_up(self, model: ReadModel, *, suffix: str = "", limit: int = BATCH) -> int:
-        """Apply up to ``limit`` new events of each source; returns how many were read."""
-        if not suffix:
-            self._positions = None  # moved here, behind `catch_up_all`'s back
+        """Apply up to ``limit`` new events of each of ``model``'s sources to it alone
+        (or to its rebuild's tables, with ``suffix``); returns how many were read."""
         done = 0
         for source in model.sources:
-            start = self._position(model.name + suffix, source)
-            batch = self._read(source, start, [model], limit)
-            if batch is None:
-                continue
-            count, end, operations = batch
-            with self.db.transaction(durable=False) as c:
-                self._advance(c, model.name + suffix, source, start, end)
-                self._apply(c, operations, suffix)
-            done += count
+            follower = self._follower(source, [model], suffix)
+            follower.batch_size = limit
+            done += follower.pull()
         return done
 
-    def _warm(self, models: Sequence[ReadModel], events: Sequence[Any]) -> None:
-        wanted = [
-            pair
-            for model in models
-            if model.view_wanted is not None
-            for event in events
-            if (pair := model.view_wanted(event)) is not None
-        ]
-        if wanted:
-            self._context.warm_views(wanted)
-
-    def _all_positions(self) -> dict[tuple[str, str], int]:
-        with self.db.transaction(write=False) as c:
-            c.execute("SELECT model, source, position FROM rm_tracking")
-            return {(str(m), str(s)): int(p) for m, s, p in c.fetchall()}
-
-    def _position(self, name: str, source: str) -> int:
-        with self.db.transaction() as c:
-            return self._position_in(c, name, source)
-
-    def _advance(self, c: Cursor, name: str, source: str, start: int, position: int) -> None:
-        ph = self._ph
-        if start == 0:
-            c.execute(
-                f"INSERT INTO rm_tracking VALUES ({ph}, {ph}, {ph}) ON CONFLICT DO NOTHING",
-                (name, source, 0),
-            )
-        result = c.execute(
-            f"UPDATE rm_tracking SET position = {ph} "
-            f"WHERE model = {ph} AND source = {ph} AND position = {ph}",
-            (position, name, source, start),
-        )
-        if result.rowcount != 1:
-            # Another writer moved this model on (or a rebuild swapped it in): this batch
-            # is rolled back and the next pass starts from the new position.
-            raise StalePosition(f"{name} on {source} moved past {start}")
-
-    def _apply(self, c: Cursor, operations: Sequence[Operation], suffix: str) -> None:
+    def _apply(self, c: Any, operations: Sequence[Operation], suffix: str) -> None:
         # Folded (one operation per row where one does the same), then one `executemany`
         # per statement shape: psycopg pipelines it into one round trip.
         for generation in fold(operations):
@@ -236,7 +188,7 @@ class ReadModelStore:
         counters: tuple[str, ...],
         table: str,
     ) -> str:
-        ph = self._ph
+        ph = self.dialect.placeholder
         name = f"rm_{table_name}"
         if kind == "update":
             sets = ", ".join(f"{k} = {ph}" for k in columns)
@@ -254,46 +206,103 @@ class ReadModelStore:
             f"ON CONFLICT ({', '.join(table_key)}) DO UPDATE SET {', '.join(updates)}"
         )
 
+    def _warm(self, models: Sequence[ReadModel], events: Sequence[Any]) -> None:
+        wanted = [
+            pair
+            for model in models
+            if model.view_wanted is not None
+            for event in events
+            if (pair := model.view_wanted(event)) is not None
+        ]
+        if wanted:
+            self._context.warm_views(wanted)
+
+    def _position(self, name: str, source: str) -> int:
+        return self.recorder.max_tracking_id(lane(name, source)) or 0
+
+    def _migrate_positions(self, c: Any) -> None:
+        """Positions kept by earlier versions in ``rm_tracking`` become tracking records
+        (once; the old table is then dropped)."""
+        if not self._table_exists(c, "rm_tracking"):
+            return
+        c.execute("SELECT model, source, position FROM rm_tracking")
+        found = [(lane(str(m), str(s)), int(p)) for m, s, p in c.fetchall()]
+        trackings = [Tracking(name, p) for name, p in found if p > 0]
+        write_trackings(c, self.dialect, self._tracking, trackings, {})
+        c.execute("DROP TABLE rm_tracking")
+
+    def _table_exists(self, c: Any, name: str) -> bool:
+        if self.postgres:
+            c.execute("SELECT to_regclass(%s)", (name,))
+            return first_column(c.fetchone()) is not None
+        c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return c.fetchone() is not None
+
     # Rebuild -----------------------------------------------------------------------
 
     def rebuild(self, model: ReadModel, progress: Callable[[int, int], None] | None = None) -> int:
         """Rebuild ``model`` from position zero beside the live tables, then swap it in.
         Returns how many events were read. The live tables answer queries throughout."""
-        with self.db.transaction() as c:
+        next_lanes = [lane(model.name + NEXT, source) for source in model.sources]
+        with transaction(self._datastore) as c:
             self._drop(c, model, NEXT)
             self._create(c, model, suffix=NEXT)
-            c.execute(f"DELETE FROM rm_tracking WHERE model = {self._ph}", (model.name + NEXT,))
+            for name in next_lanes:
+                c.execute(
+                    self.dialect.sql(f"DELETE FROM {self._tracking} WHERE application_name = ?"),
+                    (name,),
+                )
         head = sum(self._head(source) for source in model.sources)
+        followers = [self._follower(source, [model], NEXT) for source in model.sources]
+        for follower in followers:
+            follower.batch_size = 2000
         read = 0
         while True:
-            step = self.catch_up(model, suffix=NEXT, limit=2000)
+            step = sum(follower.pull() for follower in followers)
             read += step
             if progress:
                 progress(read, max(head, read))
             if step == 0:
                 break
-        # The last events, recorded while we rebuilt, under the write lock; then the swap.
-        with self.db.transaction(exclusive=True) as c:
-            for source in model.sources:
-                start = self._position_in(c, model.name + NEXT, source)
-                while batch := self._read(source, start, [model], 2000):
-                    count, end, operations = batch
-                    self._advance(c, model.name + NEXT, source, start, end)
-                    self._apply(c, operations, NEXT)
-                    read += count
-                    start = end
+        # The last events, recorded while we rebuilt, under the tracking table's lock
+        # (every live batch writes it); then the swap, in the same transaction.
+        lock = self._tracking if self.postgres else None
+        with transaction(self._datastore, lock=lock) as c:
+            for follower in followers:
+                read += self._final_catch_up(c, follower)
             self._swap(c, model)
+        for live in self.followers:
+            live.follow_lanes(live.lanes)  # their positions moved: read them again
         return read
 
-    def _position_in(self, c: Cursor, name: str, source: str) -> int:
-        ph = self._ph
+    def _final_catch_up(self, c: Any, follower: Follower) -> int:
+        view = follower.view
+        assert isinstance(view, _Lanes)
+        [name] = follower.lanes
         c.execute(
-            f"SELECT position FROM rm_tracking WHERE model = {ph} AND source = {ph}", (name, source)
+            self.dialect.sql(
+                f"SELECT notification_id FROM {self._tracking} WHERE application_name = ?"
+            ),
+            (name,),
         )
         row = c.fetchone()
-        return int(row[0]) if row else 0
+        start = 0 if row is None else int(row[0])
+        app = follower.source
+        read = 0
+        while notifications := app.recorder.select_notifications(start=start + 1, limit=2000):
+            batch = Batch(
+                app.name,
+                [view.item(n) for n in notifications],
+                notifications[-1].id,
+                [Tracking(name, notifications[-1].id)],
+                {name: start},
+            )
+            view.apply_in(c, batch)
+            read += len(notifications)
+            start = notifications[-1].id
+        return read
 
-    def _swap(self, c: Cursor, model: ReadModel) -> None:
+    def _swap(self, c: Any, model: ReadModel) -> None:
         self._drop(c, model, "")
         for table in model.tables:
             c.execute(f"ALTER TABLE rm_{table.name}{NEXT} RENAME TO rm_{table.name}")
@@ -302,14 +311,21 @@ class ReadModelStore:
             for index in table.indexes:
                 c.execute(f"DROP INDEX IF EXISTS {_index_name(table, index, NEXT)}")
             self._index(c, table, "")
-        c.execute(f"DELETE FROM rm_tracking WHERE model = {self._ph}", (model.name,))
-        c.execute(
-            f"UPDATE rm_tracking SET model = {self._ph} WHERE model = {self._ph}",
-            (model.name, model.name + NEXT),
-        )
+        for source in model.sources:
+            live, aside = lane(model.name, source), lane(model.name + NEXT, source)
+            c.execute(
+                self.dialect.sql(f"DELETE FROM {self._tracking} WHERE application_name = ?"),
+                (live,),
+            )
+            c.execute(
+                self.dialect.sql(
+                    f"UPDATE {self._tracking} SET application_name = ? WHERE application_name = ?"
+                ),
+                (live, aside),
+            )
 
-    def _create(self, c: Cursor, model: ReadModel, suffix: str) -> None:
-        types = self.db.types
+    def _create(self, c: Any, model: ReadModel, suffix: str) -> None:
+        types = self.dialect.types
         for table in model.tables:
             name = f"rm_{table.name}{suffix}"
             columns = ", ".join(f"{col} {types[kind]}" for col, kind in table.columns.items())
@@ -317,14 +333,14 @@ class ReadModelStore:
             c.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns}, PRIMARY KEY ({key}))")
             self._index(c, table, suffix)
 
-    def _index(self, c: Cursor, table: Table, suffix: str) -> None:
+    def _index(self, c: Any, table: Table, suffix: str) -> None:
         for index in table.indexes:
             c.execute(
                 f"CREATE INDEX IF NOT EXISTS {_index_name(table, index, suffix)} "
                 f"ON rm_{table.name}{suffix} ({', '.join(index)})"
             )
 
-    def _drop(self, c: Cursor, model: ReadModel, suffix: str) -> None:
+    def _drop(self, c: Any, model: ReadModel, suffix: str) -> None:
         for table in model.tables:
             c.execute(f"DROP TABLE IF EXISTS rm_{table.name}{suffix}")
 
@@ -346,7 +362,7 @@ class ReadModelStore:
         for model in READ_MODELS if names is None else [BY_NAME[n] for n in names]:
             for table in model.tables:
                 columns = list(table.columns)
-                with self.db.transaction(write=False) as c:
+                with transaction(self._datastore, write=False) as c:
                     c.execute(
                         f"SELECT {', '.join(columns)} FROM rm_{table.name} "
                         f"ORDER BY {', '.join(table.key)}"
@@ -359,30 +375,64 @@ class ReadModelStore:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Rows as dicts; ``sql`` uses ``?`` placeholders on both databases."""
-        if self._ph != "?":
-            sql = sql.replace("?", self._ph)
-        with self.db.transaction(write=False) as c:
+        if self.postgres:
+            sql = sql.replace("?", "%s")
+        with transaction(self._datastore, write=False) as c:
             c.execute(sql, tuple(params))
             rows = c.fetchall()
             names = [d[0] for d in c.description]
         return [dict(zip(names, row, strict=True)) for row in rows]
 
-    def close(self) -> None:
-        self.db.close()
 
+class _Lanes:
+    """The view of one source log for the models that follow it (one lane each)."""
 
-class StalePosition(RuntimeError):
-    """A batch started from a position another writer has since moved on from."""
+    def __init__(
+        self, store: ReadModelStore, source: str, models: dict[str, ReadModel], suffix: str
+    ) -> None:
+        self._store = store
+        self._source = source
+        self.models = models
+        self._suffix = suffix
+
+    def position(self, name: str) -> int:
+        return self._store.recorder.max_tracking_id(name) or 0
+
+    def item(self, notification: Any) -> Any:
+        from application.follow import Item
+
+        app = self._store._sources[self._source]
+        return Item(notification, app.mapper.to_domain_event(notification), tuple(self.models))
+
+    def apply(self, batch: Batch) -> None:
+        # Derived rows and their positions commit together: a commit lost in a crash
+        # loses both, and the events are applied again, so no flush is awaited.
+        with transaction(self._store._datastore, durable=False) as c:
+            self.apply_in(c, batch)
+
+    def apply_in(self, c: Any, batch: Batch) -> None:
+        store = self._store
+        store._warm(list(self.models.values()), [i.event for i in batch.items])
+        operations = [
+            operation
+            for item in batch.items
+            for name in item.lanes
+            for operation in self.models[name].handle(
+                self._source, item.notification.id, item.event, store._context
+            )
+        ]
+        write_trackings(c, store.dialect, store._tracking, batch.trackings, batch.starts)
+        store._apply(c, operations, self._suffix)
+
+    def skip(self, batch: Batch, error: Exception) -> None:
+        store = self._store
+        with transaction(store._datastore, durable=False) as c:
+            write_trackings(c, store.dialect, store._tracking, batch.trackings, batch.starts)
+            write_skipped(c, store.dialect, f"read-models@{self._source}", batch, error)
 
 
 def _index_name(table: Table, columns: tuple[str, ...], suffix: str) -> str:
     return f"ix_{table.name}_{'_'.join(columns)}{suffix}"
-
-
-def open_database(data_dir: Path, database_url: str | None) -> Database:
-    if database_url is None:
-        return SqliteDatabase(data_dir / "readmodels.sqlite")
-    return PostgresDatabase(database_url)
 
 
 class EntityViews:

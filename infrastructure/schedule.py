@@ -24,21 +24,26 @@ rows, each in id order, and only then eventsourcing's table lock on the events t
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, StoredEvent
-from eventsourcing.postgres import PostgresDatastore, PostgresProcessRecorder
-from eventsourcing.sqlite import SQLiteDatastore, SQLiteProcessRecorder
-from psycopg.rows import tuple_row
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.sqlite import SQLiteDatastore
 
 from application.schedule import Folded, HealthRecord, Outcome, ScheduleWrite, fold_outcomes
 from application.views import timestamp
 from domain.delivery import CircuitPolicy
+from infrastructure.sql import transaction
+from infrastructure.tracking import (
+    SQLITE,
+    Dialect,
+    PostgresFollowerRecorder,
+    SqliteFollowerRecorder,
+)
 
 
 @dataclass(frozen=True)
@@ -98,36 +103,7 @@ def _str_or_none(value: UUID | None) -> str | None:
 _IN_LIST = 500
 
 
-@dataclass(frozen=True)
-class _Dialect:
-    """What differs between the two databases in this module's SQL."""
-
-    placeholder: str
-    prefix: str  # "schema." on PostgreSQL
-    types: dict[str, str]
-    skip_locked: str  # row locks a claim takes, skipping rows another claim holds
-    for_update: str
-
-    def sql(self, text: str) -> str:
-        """``text`` with ``?`` placeholders and ``{t}`` table prefixes made real."""
-        text = text.replace("{t}", self.prefix)
-        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
-
-
-def _postgres_dialect(schema: str) -> _Dialect:
-    return _Dialect(
-        "%s",
-        f'"{schema}".',
-        {"text": "text", "integer": "bigint", "real": "double precision"},
-        " FOR UPDATE SKIP LOCKED",
-        " FOR UPDATE",
-    )
-
-
-_SQLITE = _Dialect("?", "", {"text": "TEXT", "integer": "INTEGER", "real": "REAL"}, "", "")
-
-
-def _create_statements(d: _Dialect) -> list[str]:
+def _create_statements(d: Dialect) -> list[str]:
     t = d.types
     return [
         d.sql(
@@ -142,6 +118,7 @@ def _create_statements(d: _Dialect) -> list[str]:
             "CREATE INDEX IF NOT EXISTS due_deliveries_webhook "
             "ON {t}due_deliveries (webhook_id, lease_until)"
         ),
+        d.sql("CREATE INDEX IF NOT EXISTS due_deliveries_lease ON {t}due_deliveries (lease_until)"),
         d.sql(
             "CREATE TABLE IF NOT EXISTS {t}webhook_health ("
             f" webhook_id {t['text']} PRIMARY KEY,"
@@ -157,7 +134,7 @@ class UnexpectedAttempt(IntegrityError):
     a delivery that does not exist. The whole save is refused."""
 
 
-def write_schedule(cursor: Any, d: _Dialect, write: ScheduleWrite) -> None:
+def write_schedule(cursor: Any, d: Dialect, write: ScheduleWrite) -> None:
     """Apply a save's schedule changes and health outcomes with ``cursor``, inside the
     save's transaction (before its events: see the module's note on locks)."""
     if write.expected:
@@ -167,7 +144,7 @@ def write_schedule(cursor: Any, d: _Dialect, write: ScheduleWrite) -> None:
         _record_outcomes(cursor, d, write.outcomes, write.policy)
 
 
-def _check_expected(c: Any, d: _Dialect, expected: Sequence[tuple[UUID, int]]) -> None:
+def _check_expected(c: Any, d: Dialect, expected: Sequence[tuple[UUID, int]]) -> None:
     """Each (delivery, attempt) must have its due row at that attempt; the rows are
     locked (in id order) until the save commits."""
     wanted = {str(delivery_id): number for delivery_id, number in expected}
@@ -195,7 +172,7 @@ def _check_expected(c: Any, d: _Dialect, expected: Sequence[tuple[UUID, int]]) -
             )
 
 
-def _apply_changes(c: Any, d: _Dialect, folded: Folded) -> None:
+def _apply_changes(c: Any, d: Dialect, folded: Folded) -> None:
     # In this order (see `Folded`): a delivery may have both a delete and an insert, or
     # an update and an insert, in one batch. Each kind in delivery id order: the row
     # locks of concurrent savers are always taken in one order.
@@ -239,7 +216,7 @@ def _apply_changes(c: Any, d: _Dialect, folded: Folded) -> None:
 
 
 def _record_outcomes(
-    c: Any, d: _Dialect, outcomes: Sequence[Outcome], policy: CircuitPolicy
+    c: Any, d: Dialect, outcomes: Sequence[Outcome], policy: CircuitPolicy
 ) -> None:
     """Count outcomes in their webhooks' health: make sure each webhook has a row, lock
     the rows (in id order), fold the outcomes in log order from them, write them back."""
@@ -302,56 +279,33 @@ def _record(row: Any) -> HealthRecord:
 # The dispatch event store's recorders ------------------------------------------------
 
 
-class PostgresDispatchRecorder(PostgresProcessRecorder):
-    """The dispatch application's PostgreSQL recorder: its events, its tracking, and the
-    schedule written with them (``schedule=`` on `insert_events`)."""
+class PostgresDispatchRecorder(PostgresFollowerRecorder):
+    """The dispatch application's PostgreSQL recorder: its events, its followers' lanes,
+    and the schedule written with them (``schedule=`` on `insert_events`)."""
 
-    def __init__(
-        self,
-        datastore: PostgresDatastore,
-        *,
-        events_table_name: str = "stored_events",
-        tracking_table_name: str = "notification_tracking",
-    ) -> None:
-        super().__init__(
-            datastore,
-            events_table_name=events_table_name,
-            tracking_table_name=tracking_table_name,
-        )
-        from psycopg.sql import SQL
+    def extra_create_statements(self) -> list[str]:
+        return [*_create_statements(self.dialect), *super().extra_create_statements()]
 
-        self.dialect = _postgres_dialect(datastore.schema)
-        self.sql_create_statements.extend(
-            SQL(statement).format() for statement in _create_statements(self.dialect)
-        )
-
-    def _insert_events(
-        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
-        super()._insert_events(curs, stored_events, **kwargs)
-        write: ScheduleWrite | None = kwargs.get("schedule")
-        if write is not None and not write.empty:
-            write_schedule(curs, self.dialect, write)
+    def write_extras(self, c: Any, kwargs: dict[str, Any]) -> None:
+        super().write_extras(c, kwargs)
+        _write_schedule_of(c, self.dialect, kwargs)
 
 
-class SqliteDispatchRecorder(SQLiteProcessRecorder):
+class SqliteDispatchRecorder(SqliteFollowerRecorder):
     """The dispatch application's SQLite recorder (see `PostgresDispatchRecorder`)."""
 
-    dialect = _SQLITE
+    def extra_create_statements(self) -> list[str]:
+        return [*_create_statements(SQLITE), *super().extra_create_statements()]
 
-    def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), *_create_statements(_SQLITE)]
+    def write_extras(self, c: Any, kwargs: dict[str, Any]) -> None:
+        super().write_extras(c, kwargs)
+        _write_schedule_of(c, self.dialect, kwargs)
 
-    def _insert_events(
-        self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        write: ScheduleWrite | None = kwargs.get("schedule")
-        if write is not None and not write.empty:
-            # A write first takes SQLite's write lock before anything is read: a read
-            # first could not be upgraded to a write once another process committed.
-            c.execute("DELETE FROM due_deliveries WHERE 0")
-            write_schedule(c, self.dialect, write)
-        return super()._insert_events(c, stored_events, **kwargs)
+
+def _write_schedule_of(c: Any, d: Dialect, kwargs: dict[str, Any]) -> None:
+    write: ScheduleWrite | None = kwargs.get("schedule")
+    if write is not None and not write.empty:
+        write_schedule(c, d, write)
 
 
 # Claims and reads -----------------------------------------------------------------------
@@ -368,20 +322,9 @@ class Schedule:
         self._d = recorder.dialect
         self.policy = policy or CircuitPolicy()
 
-    @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[Any]:
+    def _transaction(self, write: bool = True) -> Any:
         """A cursor whose rows are tuples, in a transaction (committed if ``write``)."""
-        datastore = self._datastore
-        if isinstance(datastore, PostgresDatastore):
-            with (
-                datastore.get_connection() as connection,
-                connection.transaction(force_rollback=not write),
-                connection.cursor(row_factory=tuple_row) as cursor,
-            ):
-                yield cursor
-        else:
-            with datastore.transaction(commit=write) as cursor:
-                yield cursor.sqlite_cursor  # the driver's own: it has rowcount
+        return transaction(self._datastore, write=write)
 
     def claim(
         self,
@@ -483,6 +426,25 @@ class Schedule:
         with self._transaction(write=False) as c:
             c.execute(self._d.sql(sql), params)
             return c.fetchone()[0]
+
+    def next_due(self, now: datetime) -> datetime | None:
+        """When something may next be claimable that is not now: a retry falling due, a
+        lease running out, an open circuit's cool-down ending (None: nothing pending).
+        Rows due now but not claimed are held by caps, freed by attempts being recorded
+        (a commit wakes the dispatcher), so they are not counted."""
+        moment = _ts(now)
+        with self._transaction(write=False) as c:
+            found = []
+            for sql in (
+                "SELECT min(due_at) FROM {t}due_deliveries WHERE due_at > ?",
+                "SELECT min(lease_until) FROM {t}due_deliveries WHERE lease_until >= ?",
+                "SELECT min(open_until) FROM {t}webhook_health WHERE open_until > ?",
+            ):
+                c.execute(self._d.sql(sql), (moment,))
+                value = c.fetchone()[0]
+                if value is not None:
+                    found.append(float(value))
+        return _dt(min(found)) if found else None
 
     def in_flight(self, now: datetime) -> int:
         return int(

@@ -4,8 +4,8 @@ eventsourcing's PostgreSQL recorders run ``NOTIFY <channel>`` in every transacti
 records events (the channel is the events table's name, e.g. ``commerce_events``), and
 PostgreSQL delivers it to listeners when — and only if — the transaction commits.
 `CommitListener` holds one connection of its own that LISTENs on some such channels and
-calls ``on_commit`` (the dispatcher's `nudge`) when notifications arrive (once for all
-those read together: a nudge is idempotent).
+calls ``on_commit(channels)`` with the channels notified when notifications arrive (once
+for all those read together: waking a follower is idempotent).
 
 Notification channels are database-wide, not per schema: installations (or test runs)
 sharing a database in separate schemas wake each other's dispatchers. That is harmless:
@@ -46,7 +46,7 @@ class CommitListener:
         self,
         dsn: str,
         channels: Sequence[str],
-        on_commit: Callable[[], None],
+        on_commit: Callable[[frozenset[str]], None],
         *,
         name: str = "commit-listener",
     ) -> None:
@@ -112,7 +112,7 @@ class CommitListener:
                     backoff = BACKOFF_MIN
                     # Commits before LISTEN took effect were not notified: one pass
                     # looks for them.
-                    self._on_commit()
+                    self._on_commit(frozenset(self._channels))
                     self._listen(conn)
                 self._listening.clear()
                 self._backend_pid = None
@@ -144,6 +144,7 @@ class CommitListener:
                 # `notifies` below returns first.
                 conn.execute("SELECT 1")
             # Read what arrived without blocking (timeout=0); a closed connection
-            # raises here. Any number of notifications make one nudge.
-            if list(conn.notifies(timeout=0)):
-                self._on_commit()
+            # raises here. Any number of notifications make one call.
+            channels = frozenset(n.channel for n in conn.notifies(timeout=0))
+            if channels:
+                self._on_commit(channels)

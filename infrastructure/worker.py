@@ -21,8 +21,6 @@ from uuid import UUID
 
 from application.directory import Target
 from application.dispatch import AttemptResult, DeliveryRef, Dispatch
-from application.webhooks import Webhooks
-from domain.values import Actor
 from infrastructure.metrics import observe_attempts
 from infrastructure.secrets import SealingKeeper
 from infrastructure.sender import Outcome, Request, Sender
@@ -31,7 +29,6 @@ from infrastructure.signing import signature_headers
 log = logging.getLogger("webround.worker")
 
 USER_AGENT = "webround-webhooks/0.1.0"
-GONE_REASON = "the endpoint answered 410 Gone"
 _BATCH = 200
 
 
@@ -136,9 +133,8 @@ class _Pending:
 class AttemptRecorder:
     """Commits attempt results in batches from a single thread (group commit)."""
 
-    def __init__(self, dispatch: Dispatch, webhooks: Webhooks) -> None:
+    def __init__(self, dispatch: Dispatch) -> None:
         self._dispatch = dispatch
-        self._webhooks = webhooks
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="attempt-recorder", daemon=True)
         self._thread.start()
@@ -186,17 +182,6 @@ class AttemptRecorder:
         observe_attempts(changed)
         for pending in batch:
             pending.finish()
-        for attempt in changed:
-            if attempt.status_code == 410:
-                self._disable_gone(attempt.store_id, attempt.webhook_id)
-
-    def _disable_gone(self, store_id: UUID, webhook_id: UUID) -> None:
-        try:
-            self._webhooks.update_webhook(
-                store_id, webhook_id, Actor.system(), enabled=False, disabled_reason=GONE_REASON
-            )
-        except Exception:
-            log.exception("could not disable webhook %s after 410 Gone", webhook_id)
 
 
 class DeliveryWorker:

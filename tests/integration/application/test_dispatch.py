@@ -16,11 +16,12 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent, Tracking
 
 from application.directory import WebhookDirectory
 from application.dispatch import AttemptResult, DeliveryRef, Dispatch
 from application.errors import Conflict, NotFound
+from application.follow import Batch, Item
 from domain.customer import Customer
 from domain.delivery import (
     DeliveryScheduled,
@@ -206,12 +207,18 @@ def test_deterministic_ids_refuse_a_second_envelope_even_if_the_position_were_lo
     assert services.dispatch.process_new_events() == 1
     recorded = head(services.dispatch)
 
-    # When the dispatch believes it is at the start again and processes
-    monkeypatch.setattr(Dispatch, "position", property(lambda self: 0))
+    # When the fan-out is handed that event again with its tracking record ahead (as if
+    # the record had been lost and written again beyond it)
+    [notification] = services.commerce.recorder.select_notifications(start=None, limit=10)
+    event = services.commerce.mapper.to_domain_event(notification)
+    ahead = notification.id + 1000
+    again = Batch(
+        "commerce", [Item(notification, event, ("commerce",))], ahead, [Tracking("commerce", ahead)]
+    )
 
     # Then the store refuses the duplicate envelope and records nothing
     with pytest.raises(IntegrityError):
-        services.dispatch.process_new_events()
+        services.dispatch.fan_out.view.apply(again)
     assert head(services.dispatch) == recorded
 
 

@@ -9,7 +9,6 @@ recorded directly on the dispatch application, as a worker would.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from uuid import UUID
 import pytest
 
 from application.dispatch import AttemptResult, Dispatch
+from application.policies import WebhookPolicies
 from domain.delivery import EnvelopeCreated
 from domain.values import Actor
 from infrastructure.bootstrap import Services, build
@@ -76,8 +76,10 @@ class World:
             )
 
     def pass_(self) -> list[dict[str, Any]]:
-        """One dispatcher pass; returns the messages it enqueued."""
+        """One dispatcher pass (after commits: its followers look); returns the messages
+        it enqueued."""
         before = len(self.sent)
+        self.dispatcher.nudge()
         self.dispatcher.step()
         return self.sent[before:]
 
@@ -105,11 +107,16 @@ def world(settings: Settings) -> Iterator[World]:
     services = build(settings, clock=clock, jitter=lambda: 0.5)
     schedule = services.schedule()
     world = World(services, schedule, None, clock, UUID(int=0))  # type: ignore[arg-type]
+    policies = WebhookPolicies(
+        services.webhooks,
+        lambda webhook_id: schedule.health(webhook_id).failing_since,
+        timedelta(seconds=settings.auto_disable_after),
+    )
     world.dispatcher = Dispatcher(
         services.dispatch,
         schedule,
         world.enqueue_many,
-        webhooks=services.webhooks,
+        policies=policies.follower(services.dispatch),
         per_webhook=2,
         clock=clock,
     )
@@ -220,29 +227,35 @@ def test_a_webhook_failing_for_five_days_is_disabled_with_its_reason(world: Worl
     world.events(1)
     (message,) = by_webhook(world.pass_(), webhook)
     world.fail(message)
+
+    # When its retry fails four days later, it is still enabled
+    world.clock.advance(days=4)
+    (retry,) = by_webhook(world.pass_(), webhook)
+    world.fail(retry)
+    world.pass_()
+    assert world.services.webhooks.read_webhook(world.store_id, webhook)["enabled"] is True
+
+    # When the next one fails after the fifth day has passed without a success
+    world.clock.advance(days=1, seconds=2)
+    (last,) = by_webhook(world.pass_(), webhook)
+    world.fail(last)
     world.pass_()
 
-    # When four days pass, it is still enabled
-    world.clock.advance(days=4)
-    assert world.dispatcher.check_health(force=True) == []
-
-    # When the fifth day has passed without a success
-    world.clock.advance(days=1, seconds=2)
-    disabled = world.dispatcher.check_health(force=True)
-
     # Then it is disabled, with the reason recorded by the system
-    assert disabled == [webhook]
     read = world.services.webhooks.read_webhook(world.store_id, webhook)
     assert read["enabled"] is False
     assert "5 days" in read["disabledReason"]
-    # And enabling it again is one call, and it starts with a clean record
+    # And enabling it again is one call, and it starts with a clean record: its next
+    # failure does not disable it again
     world.services.webhooks.update_webhook(
         world.store_id, webhook, Actor.person("a@b.example"), enabled=True
     )
-    world.events(1)
-    world.pass_()
-    assert world.dispatcher.check_health(force=True) == []
     assert world.schedule.health(webhook).failing_since is None
+    world.clock.advance(seconds=1)
+    (again,) = by_webhook(world.pass_(), webhook)
+    world.fail(again)
+    world.pass_()
+    assert world.services.webhooks.read_webhook(world.store_id, webhook)["enabled"] is True
 
 
 def test_a_success_within_five_days_keeps_the_webhook(world: World) -> None:
@@ -252,24 +265,15 @@ def test_a_success_within_five_days_keeps_the_webhook(world: World) -> None:
     first, second = by_webhook(world.pass_(), webhook)
     world.fail(first)
     world.clock.advance(days=3)
-    world.services.dispatch.record_attempts(
-        [
-            AttemptResult(
-                world.services.dispatch.ref(UUID(second["deliveryId"])),
-                second["attempt"],
-                world.clock.now,
-                5.0,
-                200,
-            )
-        ]
-    )
+    world.fail(second, status=200)
+
+    # When its first delivery fails again on day 6
+    world.clock.advance(days=3)
+    (retry,) = by_webhook(world.pass_(), webhook)
+    world.fail(retry)
     world.pass_()
 
-    # When day 6 comes
-    world.clock.advance(days=3)
-
-    # Then it is not disabled
-    assert world.dispatcher.check_health(force=True) == []
+    # Then it is not disabled: it has not failed for five days in a row
     assert world.services.webhooks.read_webhook(world.store_id, webhook)["enabled"] is True
 
 
@@ -339,12 +343,11 @@ def test_a_dispatch_moved_past_by_another_resumes_without_duplicates(
         assert other.dispatch.process_new_events() == 2
     finally:
         other.close()
-    # And one more event is recorded, and the first dispatcher runs
+    # And one more event is recorded, and the first dispatcher makes three passes
     world.events(1)
-    stop = threading.Event()
-    world.dispatcher.step = _stop_after(world.dispatcher.step, stop, passes=3)  # type: ignore[method-assign]
-    with caplog.at_level(logging.ERROR, logger="webround.dispatcher"):
-        world.dispatcher.run(stop, idle_seconds=0)
+    with caplog.at_level(logging.ERROR):
+        for _ in range(3):
+            world.pass_()
 
     # Then no pass failed, and every event has exactly one envelope
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -355,18 +358,3 @@ def test_a_dispatch_moved_past_by_another_resumes_without_duplicates(
     assert world.services.dispatch.position == commerce_head(world.services)
     world.events(1)
     assert world.services.dispatch.process_new_events() == 1
-
-
-def _stop_after(step: Any, stop: threading.Event, passes: int) -> Any:
-    """``step``, setting ``stop`` once it has run ``passes`` times."""
-    done = []
-
-    def counted() -> int:
-        try:
-            return int(step())
-        finally:
-            done.append(1)
-            if len(done) >= passes:
-                stop.set()
-
-    return counted

@@ -1,9 +1,10 @@
 """The commit listener on a real PostgreSQL: commits wake the dispatcher.
 
 eventsourcing NOTIFYs a channel per events table in every transaction that records
-events; `CommitListener` LISTENs on the commerce and dispatch channels and nudges the
-dispatcher, so an idle dispatcher picks new events up at once rather than when its poll
-interval runs out. These are functional checks with generous bounds, not benchmarks.
+events; `CommitListener` LISTENs on the commerce and dispatch channels and signals the
+dispatcher, so an idle dispatcher picks new events up at once rather than when its
+safety-net interval runs out. These are functional checks with generous bounds, not
+benchmarks.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from infrastructure import bootstrap
 from infrastructure.bootstrap import (
     Services,
     build,
+    connect_signals,
     open_queue,
-    start_commit_listener,
     start_dispatcher,
 )
-from infrastructure.dispatcher import Dispatcher
+from infrastructure.followers import Signals
 from infrastructure.settings import Settings
 from infrastructure.wakeup import CommitListener
 from tests.conftest import POSTGRES_DSN
@@ -48,6 +49,14 @@ def register(services: Services, store_id: UUID) -> None:
     )
 
 
+def listen(services: Services, on_commit: Any) -> CommitListener:
+    """A listener on the commerce and dispatch channels, as the dispatcher's."""
+    url = services.settings.database_url
+    assert url is not None
+    channels = ["commerce_events", "dispatch_events"]
+    return CommitListener(url.split("?", 1)[0], channels, on_commit).start()
+
+
 def wait_for(condition: Any, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -58,39 +67,31 @@ def wait_for(condition: Any, timeout: float) -> bool:
 
 
 @pytest.mark.postgres
-def test_a_commit_wakes_an_idle_dispatcher_long_before_its_interval(services: Services) -> None:
-    # Given a store with a webhook, and a dispatcher that idles for 5 s between passes,
-    # woken by a commit listener
+def test_a_commit_of_another_process_wakes_an_idle_dispatcher(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a store with a webhook, and a dispatcher that would idle for 5 s between
+    # passes (an in-process queue, to count what it hands out), woken by its listener
+    monkeypatch.setattr(bootstrap, "MAX_IDLE_LISTENING", LONG_IDLE)
     store_id = UUID(services.webhooks.create_store("Shop", Actor.system())["storeId"])
     services.webhooks.create_webhook(
         store_id, Actor.system(), url="https://93.184.215.14/hook", event_types=["*"]
     )
-    schedule = services.schedule()
-    sent: list[dict[str, Any]] = []
-    dispatcher = Dispatcher(services.dispatch, schedule, sent.extend, webhooks=services.webhooks)
-    listener = start_commit_listener(services, dispatcher.nudge)
-    assert listener is not None
-    stop = threading.Event()
-    thread = threading.Thread(target=dispatcher.run, args=(stop, LONG_IDLE), daemon=True)
-    thread.start()
+    queue = open_queue(services)
+    start_dispatcher(services, queue)
+    broker: Any = queue.broker
+    time.sleep(1.0)  # listening, and the first passes are done
+    other = build(services.settings)  # another process: its saves signal nothing here
     try:
-        assert listener.wait_listening(10)
-        time.sleep(0.5)  # the first passes (at start, on the listener's first nudge) are done
-
-        # When an event is recorded through the store
+        # When an event is recorded through the other process
         started = time.monotonic()
-        register(services, store_id)
+        register(other, store_id)
 
         # Then the dispatcher turns it into a delivery and hands it out well within 2 s
-        assert wait_for(lambda: len(sent) == 1, timeout=2.0), "not woken by the commit"
+        assert wait_for(lambda: broker.queues[queue.name].qsize() == 1, timeout=2.0)
         assert time.monotonic() - started < 2.0
-        assert sent[0]["eventType"] == "customer.registered"
     finally:
-        stop.set()
-        dispatcher.nudge()
-        thread.join(timeout=10)
-        listener.close()
-        schedule.close()
+        other.close()
 
 
 @pytest.mark.postgres
@@ -98,8 +99,7 @@ def test_the_listener_listens_again_after_its_connection_is_killed(services: Ser
     # Given a listener on the store's channel
     store_id = UUID(services.webhooks.create_store("Shop", Actor.system())["storeId"])
     woken = threading.Event()
-    listener = start_commit_listener(services, woken.set)
-    assert listener is not None
+    listener = listen(services, lambda channels: woken.set())
     try:
         assert listener.wait_listening(10)
         first_pid = listener.backend_pid
@@ -125,8 +125,7 @@ def test_the_listener_listens_again_after_its_connection_is_killed(services: Ser
 @pytest.mark.postgres
 def test_closing_the_listener_is_prompt(services: Services) -> None:
     # Given a listener, listening
-    listener = start_commit_listener(services, lambda: None)
-    assert listener is not None
+    listener = listen(services, lambda channels: None)
     assert listener.wait_listening(10)
 
     # When it is closed
@@ -143,9 +142,13 @@ def test_embedded_mode_has_no_listener(tmp_path: Path) -> None:
     # Given the embedded mode (SQLite: no NOTIFY)
     services = build(Settings(data_dir=tmp_path / "data"))
     try:
-        # When a listener is asked for
-        # Then there is none (the dispatcher keeps polling)
-        assert start_commit_listener(services, lambda: None) is None
+        # When the dispatcher's wake-ups are connected
+        wakes = connect_signals(services, Signals(), [services.commerce, services.dispatch])
+
+        # Then there is no listener (it polls for other processes' commits)
+        assert wakes.listener is None
+        assert wakes.max_idle() == bootstrap.MAX_IDLE_POLL
+        wakes.close()
     finally:
         services.close()
 
@@ -155,7 +158,7 @@ def test_a_listener_on_a_database_that_is_not_there_keeps_trying_and_closes(
 ) -> None:
     # Given a listener on a port where no database answers
     listener = CommitListener(
-        "postgresql://postgres@127.0.0.1:1/test", ["commerce_events"], lambda: None
+        "postgresql://postgres@127.0.0.1:1/test", ["commerce_events"], lambda channels: None
     ).start()
     try:
         # Then it is not listening (the dispatcher polls meanwhile), and does not fail
@@ -173,7 +176,7 @@ def test_in_embedded_mode_a_command_of_the_same_process_wakes_the_dispatcher(
 ) -> None:
     # Given the embedded mode with a webhook, and a dispatcher started as `serve` starts
     # it but polling only every 5 s
-    monkeypatch.setattr(bootstrap, "IDLE_POLL", LONG_IDLE)
+    monkeypatch.setattr(bootstrap, "MAX_IDLE_POLL", LONG_IDLE)
     services = build(Settings(data_dir=tmp_path / "data"))
     try:
         store_id = UUID(services.webhooks.create_store("Shop", Actor.system())["storeId"])

@@ -67,7 +67,7 @@ def worker(settings: Settings) -> Iterator[Worker]:
     services = build(replace(settings, allowed_targets=LOOPBACK))
     schedule = services.schedule()
     sender = Sender(services.guard, USER_AGENT, max_connections=32)
-    recorder = AttemptRecorder(services.dispatch, services.webhooks)
+    recorder = AttemptRecorder(services.dispatch)
     with Receiver() as receiver:
         store_id = UUID(services.webhooks.create_store("Shop", Actor.system())["storeId"])
         created = services.webhooks.create_webhook(
