@@ -242,6 +242,7 @@ def run_mode(
         result["baselines"] = ctx.baselines = baselines(ctx, payload, workdir)
         _say(name, "baselines", ctx.baselines)
         plan: list[tuple[str, Any]] = [
+            ("idle", lambda: scenarios.idle(ctx)),
             ("api_idle", lambda: scenarios.api_idle(ctx)),
             ("throughput_1", lambda: scenarios.throughput(ctx, 1)),
             ("throughput_10", lambda: scenarios.throughput(ctx, 10, probe_api=True)),

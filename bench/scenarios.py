@@ -46,6 +46,7 @@ class Config:
     persist_seconds: float = 3.0
     probe_rate: float = 20.0
     probe_idle_seconds: float = 4.0
+    idle_seconds: float = 60.0  # nothing at all to do: what the installation costs
     settle_timeout: float = 180.0
 
 
@@ -61,6 +62,7 @@ QUICK = Config(
     http_seconds=2.0,
     persist_seconds=1.0,
     probe_idle_seconds=1.0,
+    idle_seconds=20.0,
     settle_timeout=90.0,
 )
 
@@ -285,6 +287,7 @@ def throughput(ctx: Ctx, endpoints: int, probe_api: bool = False) -> dict[str, A
         "latency": latency_breakdown(deliveries, arrivals),
         "cpu": usage,
         "cpu_ms_per_delivery": _cpu_per(usage, len(deliveries)),
+        "cpu_per_delivery": cpu_yardstick(ctx, usage, len(deliveries)),
     }
     persist = (ctx.baselines.get("persistence") or {}).get("single") or {}
     out["api"]["ratio_to_single_saves"] = ratio(
@@ -293,6 +296,26 @@ def throughput(ctx: Ctx, endpoints: int, probe_api: bool = False) -> dict[str, A
     if probe:
         out["api_probe_under_load"] = api_summary(probe.sent)
     return out
+
+
+def idle(ctx: Ctx) -> dict[str, Any]:
+    """Nothing at all to do, for ``idle_seconds``: the CPU every process of the
+    installation and its PostgreSQL backends use (the bench process only sleeps). The
+    target: at most 0.02 cores in all."""
+    time.sleep(2.0)  # whatever the warm-up left behind settles
+    cpu = ctx.cpu()
+    cpu.start()
+    time.sleep(ctx.config.idle_seconds)
+    usage = cpu.stop()
+    seconds = usage["cpu_seconds"]
+    assert isinstance(seconds, dict)
+    ours = sum(v for k, v in seconds.items() if "all users" not in k and k != "bench")
+    wall = float(usage["wall_seconds"])  # type: ignore[arg-type]
+    return {
+        "seconds": ctx.config.idle_seconds,
+        "cores_ours": round(ours / wall, 4) if wall else None,
+        "cpu": usage,
+    }
 
 
 def api_idle(ctx: Ctx) -> dict[str, Any]:
@@ -636,6 +659,36 @@ def rebuild(ctx: Ctx) -> dict[str, Any]:
         "ratio_to_target_5000": ratio(per_second, 5000),
         "ratio_to_batched_saves": ratio(per_second, persist.get("events_per_second")),
         "cpu": usage,
+    }
+
+
+# Our processes that make deliveries happen (the API only records the store events).
+_PIPELINE = (
+    "dispatcher",
+    "worker",
+    "serve",
+    "postgres (ours)",
+    "redis (all users)",
+    "rabbitmq (all users)",
+)
+
+
+def cpu_yardstick(ctx: Ctx, usage: dict[str, Any], deliveries: int) -> dict[str, Any] | None:
+    """CPU per delivery of every process of the pipeline (PostgreSQL and the broker
+    included), without and with the API, in ms and as multiples of the raw POST's client
+    CPU measured in the same run (issue #13: at most 2x)."""
+    raw = ((ctx.baselines or {}).get("http") or {}).get("client_cpu_ms_per_post")
+    seconds = usage.get("cpu_seconds") or {}
+    if not deliveries or not seconds:
+        return None
+    pipeline = 1000 * sum(v for k, v in seconds.items() if k in _PIPELINE) / deliveries
+    with_api = pipeline + 1000 * seconds.get("api", 0.0) / deliveries
+    return {
+        "pipeline_ms": round(pipeline, 3),
+        "with_api_ms": round(with_api, 3),
+        "raw_post_client_ms": raw,
+        "pipeline_x_raw": round(pipeline / raw, 2) if raw else None,
+        "with_api_x_raw": round(with_api / raw, 2) if raw else None,
     }
 
 

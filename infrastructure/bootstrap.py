@@ -48,7 +48,7 @@ from infrastructure.readmodels import (
     ReadModelStore,
     store_lookup,
 )
-from infrastructure.schedule import Schedule
+from infrastructure.schedule import Schedule, migrate_legacy_schedule
 from infrastructure.secrets import MasterKey, SealingKeeper, SecretBox
 from infrastructure.sender import Sender
 from infrastructure.settings import Settings
@@ -134,6 +134,7 @@ def _build(
         clock=clock,
         random=jitter or random.random,
     )
+    migrate_legacy_schedule(dispatch, settings.data_dir)
     sources: dict[str, Any] = {"commerce": commerce, "webhooks": webhooks, "dispatch": dispatch}
 
     entity_views = EntityViews(commerce, event_history(commerce.recorder), views.view)

@@ -142,8 +142,15 @@ class SharedPostgresFactory(PostgresFactory):
             entry[1] += 1
         self.datastore = entry[0]
 
+    _closed = False
+
     def close(self) -> None:
+        # Called by the application's close, and again when it is collected: each
+        # factory lets go of the shared datastore once.
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             entry = self._shared.get(self._key)
             if entry is None or entry[0] is not self.datastore:
                 return

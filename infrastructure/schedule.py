@@ -24,9 +24,11 @@ rows, each in id order, and only then eventsourcing's table lock on the events t
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -34,7 +36,14 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
-from application.schedule import Folded, HealthRecord, Outcome, ScheduleWrite, fold_outcomes
+from application.schedule import (
+    Folded,
+    HealthRecord,
+    Outcome,
+    ScheduleWrite,
+    fold_outcomes,
+    schedule_write,
+)
 from application.views import timestamp
 from domain.delivery import CircuitPolicy
 from infrastructure.sql import transaction
@@ -513,3 +522,60 @@ def _claimed(row: Sequence[Any]) -> Claimed:
     return Claimed(
         UUID(str(row[0])), UUID(str(row[1])), UUID(str(row[2])), UUID(str(row[3])), int(row[4])
     )
+
+
+# Upgrading an installation ----------------------------------------------------------------
+
+
+def migrate_legacy_schedule(dispatch: Any, data_dir: Path) -> bool:
+    """Bring a schedule kept by an earlier version — a projection of the dispatch log
+    with its own position (``due_tracking``; embedded: in ``schedule.sqlite``) — into the
+    tables written with the events: its rows are kept, the events it had not applied yet
+    are applied, and the old position (and file) are retired. Idempotent; True when
+    there was something to migrate. Run once at start, under the schema lock."""
+    recorder = dispatch.recorder
+    d: Dialect = recorder.dialect
+    legacy_file = data_dir / "schedule.sqlite"
+    due: list[Any] = []
+    health: list[Any] = []
+    with transaction(recorder.datastore) as c:
+        if d.postgres:
+            for column, kind in (("entity_id", "text"), ("position", "bigint")):
+                c.execute(f"ALTER TABLE due_deliveries ADD COLUMN IF NOT EXISTS {column} {kind}")
+            c.execute("SELECT to_regclass('due_tracking')")
+            if c.fetchone()[0] is None:
+                return False
+            c.execute("SELECT position FROM due_tracking")
+            row = c.fetchone()
+        else:
+            if not legacy_file.exists():
+                return False
+            legacy = sqlite3.connect(legacy_file)
+            try:
+                due = legacy.execute(
+                    "SELECT delivery_id, webhook_id, envelope_id, store_id, attempt, due_at"
+                    " FROM due_deliveries"
+                ).fetchall()
+                health = legacy.execute("SELECT * FROM webhook_health").fetchall()
+                row = legacy.execute("SELECT position FROM due_tracking").fetchone()
+            finally:
+                legacy.close()
+            c.executemany(
+                "INSERT OR IGNORE INTO due_deliveries (delivery_id, webhook_id, envelope_id,"
+                " store_id, attempt, due_at) VALUES (?, ?, ?, ?, ?, ?)",
+                due,
+            )
+            c.executemany("INSERT OR IGNORE INTO webhook_health VALUES (?, ?, ?, ?, ?)", health)
+        position = int(row[0]) if row else 0
+        # The events the old projection had not applied yet: folded, as one save would.
+        events: list[Any] = []
+        while notifications := recorder.select_notifications(start=position + 1, limit=1000):
+            events.extend(dispatch.mapper.to_domain_event(n) for n in notifications)
+            position = notifications[-1].id
+        write = schedule_write(events, dispatch.circuit)
+        write_schedule(c, d, replace(write, expected=()))
+        if d.postgres:
+            c.execute("DROP TABLE due_tracking")
+    if not d.postgres:
+        legacy_file.rename(legacy_file.with_name("schedule.sqlite.migrated"))
+    return True

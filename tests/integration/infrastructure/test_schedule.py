@@ -682,3 +682,66 @@ def test_a_claim_on_postgres_takes_at_once_the_rows_no_one_else_holds(
         assert sorted(ids(schedule.claim(now, 10, LEASE))) == sorted(held)
     finally:
         services.close()
+
+
+# Upgrading ----------------------------------------------------------------------------------
+
+
+def test_a_schedule_kept_by_an_earlier_version_is_taken_over(settings: Settings) -> None:
+    # Given an installation of an earlier version: its schedule a projection with its
+    # own position (embedded: in schedule.sqlite), which had applied the first of two
+    # deliveries when the processes stopped
+    services = build(settings, jitter=lambda: 0.5)
+    shop = Shop(services)
+    first, second = shop.deliveries(2)
+    head = services.dispatch.recorder.max_notification_id()
+    applied_up_to = head - 1  # the second delivery's Scheduled event: not applied yet
+    schedule = services.schedule()
+    kept = rows(schedule)[first]
+    with schedule._transaction() as c:  # the test lays the old tables out itself
+        c.execute("DELETE FROM due_deliveries")
+    if settings.database_url is not None:
+        with schedule._transaction() as c:
+            c.execute("CREATE TABLE due_tracking (id bigint PRIMARY KEY, position bigint)")
+            c.execute("INSERT INTO due_tracking VALUES (1, %s)", (applied_up_to,))
+            c.execute(
+                "INSERT INTO due_deliveries (delivery_id, webhook_id, envelope_id, store_id,"
+                " attempt, due_at) VALUES (%s, %s, %s, %s, 1, %s)",
+                (str(first), str(shop.webhook), "e", str(shop.store), kept[1]),
+            )
+    else:
+        legacy = sqlite3.connect(settings.data_dir / "schedule.sqlite")
+        legacy.executescript(
+            "CREATE TABLE due_deliveries (delivery_id TEXT PRIMARY KEY, webhook_id TEXT,"
+            " envelope_id TEXT, store_id TEXT, attempt INTEGER, due_at REAL, lease_until REAL);"
+            "CREATE TABLE webhook_health (webhook_id TEXT PRIMARY KEY, consecutive_failures"
+            " INTEGER, failing_since REAL, last_success_at REAL, open_until REAL);"
+            "CREATE TABLE due_tracking (id INTEGER PRIMARY KEY, position INTEGER);"
+        )
+        legacy.execute("INSERT INTO due_tracking VALUES (1, ?)", (applied_up_to,))
+        legacy.execute(
+            "INSERT INTO due_deliveries VALUES (?, ?, 'e', ?, 1, ?, NULL)",
+            (str(first), str(shop.webhook), str(shop.store), kept[1]),
+        )
+        legacy.commit()
+        legacy.close()
+    services.close()
+
+    # When this version starts on it
+    upgraded = build(settings, jitter=lambda: 0.5)
+    try:
+        # Then both deliveries are due: the one the old schedule held, and the one it
+        # had not applied yet
+        due = rows(upgraded.schedule())
+        assert set(due) == {first, second}
+        assert due[first][:2] == kept[:2]
+        # And the old position is gone: starting again changes nothing
+        if settings.database_url is None:
+            assert not (settings.data_dir / "schedule.sqlite").exists()
+    finally:
+        upgraded.close()
+    again = build(settings, jitter=lambda: 0.5)
+    try:
+        assert set(rows(again.schedule())) == {first, second}
+    finally:
+        again.close()

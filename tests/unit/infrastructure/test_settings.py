@@ -119,7 +119,7 @@ def test_postgres_urls_become_the_librarys_settings() -> None:
     env = application_env(settings, "commerce")
 
     # Then every part is decoded into its POSTGRES_* key
-    assert env["COMMERCE_PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+    assert env["COMMERCE_PERSISTENCE_MODULE"] == "infrastructure.persistence:SharedPostgresFactory"
     assert env["COMMERCE_POSTGRES_USER"] == "shop@x"
     assert env["COMMERCE_POSTGRES_PASSWORD"] == "p/w"
     assert env["COMMERCE_POSTGRES_HOST"] == "db.internal"
