@@ -31,7 +31,12 @@ from domain.delivery import CircuitPolicy, RetryPolicy
 from infrastructure.broker import Queue, declare_deliver_actor, enqueue_many, make_broker
 from infrastructure.dispatcher import IDLE_LISTENING, IDLE_POLL, Dispatcher
 from infrastructure.history import event_history
-from infrastructure.idempotency import IdempotencyStore, open_idempotency_store
+from infrastructure.idempotency import (
+    KeyedPostgresRecorder,
+    KeyedSQLiteRecorder,
+    KeyLedger,
+    KeyTable,
+)
 from infrastructure.leader import Leadership, dispatcher_lock
 from infrastructure.metrics import DISPATCHER_ACTIVE, ServiceGauges
 from infrastructure.persistence import application_env, ensure_schema, schema_lock
@@ -65,7 +70,7 @@ class Services:
     dispatch: Dispatch
     keeper: SealingKeeper
     guard: TargetGuard
-    idempotency: IdempotencyStore
+    idempotency: KeyLedger
     read_models: ReadModelStore
     _closers: list[Callable[[], None]] = field(default_factory=list)
     _schedule: Schedule | None = None
@@ -84,7 +89,6 @@ class Services:
         """Stop background parts (newest first), then close the stores."""
         while self._closers:
             self._closers.pop()()
-        self.idempotency.close()
         self.read_models.close()
         self.dispatch.close()
         self.webhooks.close()
@@ -141,9 +145,20 @@ def _build(
         dispatch=dispatch,
         keeper=keeper,
         guard=guard,
-        idempotency=open_idempotency_store(settings),
+        idempotency=KeyLedger(_key_tables(commerce, webhooks)),
         read_models=read_models,
     )
+
+
+def _key_tables(*applications: Any) -> list[KeyTable]:
+    """Where the keyed applications' recorders keep Idempotency-Keys (ADR 0023)."""
+    tables: list[KeyTable] = []
+    for application in applications:
+        recorder = application.recorder
+        keyed = isinstance(recorder, KeyedPostgresRecorder | KeyedSQLiteRecorder)
+        assert keyed, f"the {application.name} recorder keeps no Idempotency-Keys"
+        tables.append(recorder)
+    return tables
 
 
 def open_queue(services: Services) -> Queue:

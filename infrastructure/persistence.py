@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from infrastructure.idempotency import recorder_topic
 from infrastructure.settings import Settings, SettingsError
+
+# The applications whose commands take Idempotency-Keys: their recorders write a key's
+# record in the transaction of the command's events (ADR 0023).
+KEYED_APPLICATIONS = frozenset({"commerce", "webhooks"})
 
 
 def application_env(settings: Settings, application_name: str) -> dict[str, str]:
@@ -34,6 +39,8 @@ def application_env(settings: Settings, application_name: str) -> dict[str, str]
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             **postgres_env(settings.database_url),
         }
+    if application_name in KEYED_APPLICATIONS:
+        env["APPLICATION_RECORDER_TOPIC"] = recorder_topic(settings.embedded)
     prefix = application_name.upper()
     return {f"{prefix}_{key}": value for key, value in env.items()}
 

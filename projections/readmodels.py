@@ -527,6 +527,16 @@ def _webhook_entry(
             details={"previousSecretExpiresAt": until},
             **common,
         )
+    if name == "SecretShownAgain":
+        return _entry(
+            source,
+            position,
+            e,
+            kind="webhook.secret_shown_again",
+            summary=f"signing secret shown again to API key {e.key_id} (a repeated request)",
+            details={"keyId": e.key_id, "idempotencyKey": e.idempotency_key},
+            **common,
+        )
     if name == "Deleted":
         return _entry(
             source, position, e, kind="webhook.deleted", summary="webhook deleted", **common

@@ -26,15 +26,13 @@ def _fields(call: Call) -> dict[str, object]:
 
 
 def _create(call: Call) -> JSON:
-    created = call.services.webhooks.create_webhook(call.store_id, call.actor, **_fields(call))  # type: ignore[arg-type]
-    return _with_circuit(call, created)
+    return call.services.webhooks.create_webhook(call.store_id, call.actor, **_fields(call))  # type: ignore[arg-type]
 
 
 def _update(call: Call) -> JSON:
-    updated = call.services.webhooks.update_webhook(
+    return call.services.webhooks.update_webhook(
         call.store_id, call.ids["id"], call.actor, **_fields(call)
     )
-    return _with_circuit(call, updated)
 
 
 def _list(call: Call) -> JSON:
@@ -52,15 +50,15 @@ def _read(call: Call) -> JSON:
 
 
 def _with_circuit(call: Call, webhook: JSON) -> JSON:
-    """A webhook as read, with its circuit breaker: held deliveries are visible as such."""
+    """A webhook as read, with its circuit breaker: held deliveries are visible as such.
+    (Commands' answers get it as their `present` step: it is no part of the command.)"""
     health = call.services.schedule().health(UUID(webhook["id"]))
     return {**webhook, "circuit": health.to_json(datetime.now(UTC))}
 
 
 def _rotate(call: Call) -> JSON:
     grace = timedelta(seconds=call.body.get("gracePeriodSeconds", 86400))
-    rotated = call.services.webhooks.rotate_secret(call.store_id, call.ids["id"], call.actor, grace)
-    return _with_circuit(call, rotated)
+    return call.services.webhooks.rotate_secret(call.store_id, call.ids["id"], call.actor, grace)
 
 
 def _delete(call: Call) -> None:
@@ -173,6 +171,8 @@ ENDPOINTS: list[Endpoint] = [
         response=s.WEBHOOK_WITH_SECRET,
         command=True,
         errors=(400, 401, 409, 413, 415, 422),
+        present=_with_circuit,
+        reveals_secret=True,
     ),
     Endpoint(
         "GET",
@@ -206,6 +206,7 @@ ENDPOINTS: list[Endpoint] = [
         response=s.WEBHOOK,
         command=True,
         errors=ERRORS,
+        present=_with_circuit,
     ),
     Endpoint(
         "DELETE",
@@ -230,6 +231,8 @@ ENDPOINTS: list[Endpoint] = [
         response=s.WEBHOOK_WITH_SECRET,
         command=True,
         errors=ERRORS,
+        present=_with_circuit,
+        reveals_secret=True,
     ),
     Endpoint(
         "POST",

@@ -5,11 +5,12 @@ every request, so a revoked key ends the session at once. Every POST must come w
 session's CSRF token and, where the browser says where it comes from, from this origin;
 otherwise it is refused with a 403 page and nothing is done.
 
-Each state-changing form also carries a one-time token, recorded in the idempotency store
-(the same one `Idempotency-Key` uses): a form sent twice — a double click, or a reload of
-the page its post answered, which browsers send again — is done once, and the second post
-is sent to the page the first one led to. That is what keeps a reload of the one-time
-secret page from creating a second webhook, or rotating again, to show a new secret.
+Each state-changing form also carries a one-time token, recorded as an `Idempotency-Key`
+is (with the command's events): a form sent twice — a double click, or a reload of the
+page its post answered, which browsers send again — is done once, and the second post is
+sent to the page the form belongs to (for a secret's page, the webhook's page saying the
+secret is not shown again). That is what keeps a reload of the one-time secret page from
+creating a second webhook, or rotating again, to show a new secret.
 
 Pages call the applications and queries the JSON API calls — for *Recover*, the API's
 own handler — and never another store's data: anything of another store is a 404 page.
@@ -17,6 +18,7 @@ own handler — and never another store's data: anything of another store is a 4
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -34,6 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from application.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
+from application.idempotency import AlreadyAnswered, Answer, KeyedCommand, KeyRecord, keyed
 from application.webhooks import Principal
 from domain.errors import DomainError, InvalidValue, RuleViolation
 from domain.event_types import EVENT_CLASSES
@@ -57,7 +60,7 @@ from infrastructure.dashboard.session import (
     same_token,
     set_cookie,
 )
-from infrastructure.idempotency import InProgress, Mismatch, Replay, StoredResponse, fingerprint
+from infrastructure.idempotency import fingerprint, sealing_context
 from infrastructure.queries import Queries, parse_moment
 
 log = logging.getLogger("webround.dashboard")
@@ -79,6 +82,7 @@ AUDIT_KINDS = [
     "webhook.enabled",
     "webhook.disabled",
     "webhook.secret_rotated",
+    "webhook.secret_shown_again",
     "webhook.recovered",
     "webhook.replayed",
     "webhook.deleted",
@@ -152,7 +156,6 @@ class Visit:
     principal: Principal
     session: Session
     form: Form = field(default_factory=lambda: EMPTY)
-    replay_to: str | None = None  # where a second post of this form is sent instead
 
     @property
     def store_id(self) -> UUID:
@@ -240,41 +243,65 @@ def _run(visit: Visit, handler: Handler) -> Response:
 
 
 def _run_once(visit: Visit, handler: Handler) -> Response:
+    """Do a form at most once, its token recorded like an Idempotency-Key (ADR 0023):
+    with the command's events where the command records it, else after it."""
     token = visit.form.get("once", "")
     if not ONCE.match(token):
         return visit.error(400, "This form is out of date. Reload the page and try again.")
     key = f"dashboard:{token}"
-    context = f"idempotency:{visit.store_id}:{key}"
     sent = urlencode([(k, v) for k, v in visit.form.multi_items() if k != "csrf"]).encode()
-    store = visit.services.idempotency
-    outcome = store.begin(
+    print_ = fingerprint("POST", visit.request.url.path, sent)
+    ledger = visit.services.idempotency
+    now = datetime.now(UTC)
+    found = ledger.find(visit.store_id, key, now)
+    if found is not None:
+        return _sent_before(visit, key, print_, found)
+    command = KeyedCommand(
         visit.store_id,
         key,
-        fingerprint("POST", visit.request.url.path, sent),
-        datetime.now(UTC),
+        print_,
+        visit.principal.key_id,
+        now,
+        lambda result: _landing(visit, key, _after(visit, result)),
     )
-    match outcome:
-        case Replay(response=stored):
-            return render.redirect(
-                visit.services.keeper.open_bytes(stored.body.decode(), context).decode()
-            )
-        case InProgress():
-            return visit.error(409, "This form is being sent already. Wait a moment and reload.")
-        case Mismatch():
-            return visit.error(409, "This form was already sent. Reload the page and try again.")
     try:
-        response = _run(visit, handler)
-    except BaseException:
-        store.abandon(visit.store_id, key)
-        raise
-    location = visit.replay_to or response.headers.get("location")
-    if response.status_code < 400 and location:
-        # Sealed like the API's stored answers, under the same context: one store, one format.
-        sealed = visit.services.keeper.seal_bytes(location.encode(), context).encode()
-        store.finish(visit.store_id, key, StoredResponse(303, sealed, "text/uri-list"))
-    else:
-        store.abandon(visit.store_id, key)  # nothing was done: the form may be sent again
+        with keyed(command):
+            response = _run(visit, handler)
+    except AlreadyAnswered:
+        found = ledger.find(visit.store_id, key, now)
+        if found is None:
+            raise
+        return _sent_before(visit, key, print_, found)
+    location = response.headers.get("location")
+    if command.recorded is None and response.status_code < 400 and location:
+        # Done without a keyed save (a command of the dispatch store): recorded after.
+        # (AlreadyAnswered: the same form, sent twice at once, recorded by the other post.)
+        with contextlib.suppress(AlreadyAnswered):
+            ledger.remember(command.record_with(_landing(visit, key, location)))
     return response
+
+
+def _sent_before(visit: Visit, key: str, print_: str, found: KeyRecord) -> Response:
+    if found.fingerprint != print_ or found.key_id != visit.principal.key_id:
+        return visit.error(409, "This form was already sent. Reload the page and try again.")
+    context = sealing_context(visit.store_id, key)
+    location = visit.services.keeper.open_bytes(found.answer.body.decode(), context)
+    return render.redirect(location.decode())
+
+
+def _after(visit: Visit, result: Any) -> str:
+    """Where a second post of a form leads: the page the form belongs to — for the forms
+    that show a signing secret, the webhook's page saying it is not shown again."""
+    if isinstance(result, dict) and "secret" in result:
+        return f"{PATH}/webhooks/{result['id']}?notice=secret-once"
+    return _page_of(visit.request.url.path)
+
+
+def _landing(visit: Visit, key: str, location: str) -> Answer:
+    # Sealed like the API's stored answers, under the same context: one store, one format.
+    context = sealing_context(visit.store_id, key)
+    sealed = visit.services.keeper.seal_bytes(location.encode(), context)
+    return Answer(303, sealed.encode(), "text/uri-list")
 
 
 ACTIONS = ("disable", "enable", "rotate-secret", "recover", "send-again")
@@ -529,7 +556,6 @@ def _create(visit: Visit) -> Response:
     except (InvalidRequest, InvalidValue) as error:
         return _new_webhook_page(visit, values, _field_error(error))
     secret = created.pop("secret")
-    visit.replay_to = f"{PATH}/webhooks/{created['id']}?notice=secret-once"
     return _secret_page(visit, created, secret, rotated=False)
 
 
@@ -655,7 +681,6 @@ def _rotate(visit: Visit) -> Response:
         visit.store_id, webhook_id, visit.principal.actor
     )
     secret = rotated.pop("secret")
-    visit.replay_to = f"{PATH}/webhooks/{webhook_id}?notice=secret-once"
     return _secret_page(visit, rotated, secret, rotated=True)
 
 
