@@ -9,11 +9,12 @@ handler in a worker thread (our applications are synchronous), answer JSON or a 
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from jsonschema import Draft202012Validator, validators
@@ -72,11 +73,16 @@ class QueryParam:
     description: str
 
 
+# Handlers are synchronous (run in a worker thread), or coroutines for the few that wait
+# without holding a thread (the events feed's long poll).
+Handler = Callable[[Call], JSON | None] | Callable[[Call], Awaitable[JSON | None]]
+
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
     path: str
-    handler: Callable[[Call], JSON | None]
+    handler: Handler
     operation_id: str
     summary: str
     tag: str
@@ -118,7 +124,13 @@ class Endpoint:
         return await self._run_once(call, key, fingerprint(self.method, request.url.path, raw))
 
     async def _run(self, call: Call) -> Response:
-        result = await run_in_threadpool(self.handler, call)
+        result: JSON | None
+        if inspect.iscoroutinefunction(self.handler):
+            result = await self.handler(call)
+        else:
+            result = await run_in_threadpool(
+                cast(Callable[[Call], JSON | None], self.handler), call
+            )
         if result is None:
             return Response(status_code=204)
         return JSONResponse(result, status_code=self.status)
