@@ -9,7 +9,9 @@ dashboard both call this; test events are never recovered or replayed (ADR 0027)
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID
 
 from application.dispatch import Dispatch
@@ -20,11 +22,27 @@ from domain.values import Actor
 from domain.webhook import Webhook, check_event_types, matches
 
 
+@dataclass(frozen=True)
+class Resent:
+    """What a recover or replay did: how many deliveries it created, and when it began
+    (every one of them was created at or after that moment)."""
+
+    count: int
+    requested_at: datetime
+
+
 class Resend:
-    def __init__(self, webhooks: Webhooks, dispatch: Dispatch, records: DeliveryRecords) -> None:
+    def __init__(
+        self,
+        webhooks: Webhooks,
+        dispatch: Dispatch,
+        records: DeliveryRecords,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._webhooks = webhooks
         self._dispatch = dispatch
         self._records = records
+        self._clock = clock or (lambda: datetime.now(UTC))
 
     def recover(
         self,
@@ -33,9 +51,8 @@ class Resend:
         actor: Actor,
         since: datetime,
         until: datetime | None = None,
-    ) -> int:
-        """Send again the webhook's failed deliveries created in [since, until); returns
-        how many deliveries were created."""
+    ) -> Resent:
+        """Send again the webhook's failed deliveries created in [since, until)."""
         self._webhook(store_id, webhook_id, since, until)
         event_ids = self._records.failed_event_ids(store_id, webhook_id, since, until)
         return self._resend(store_id, webhook_id, actor, "recover", event_ids, since, until, None)
@@ -48,9 +65,9 @@ class Resend:
         since: datetime,
         until: datetime | None = None,
         event_types: list[str] | None = None,
-    ) -> int:
+    ) -> Resent:
         """Send the webhook every store event of [since, until) it listens to (and that
-        ``event_types`` selects); returns how many deliveries were created."""
+        ``event_types`` selects)."""
         webhook = self._webhook(store_id, webhook_id, since, until)
         if event_types is not None:
             event_types = check_event_types(event_types)
@@ -83,7 +100,8 @@ class Resend:
         since: datetime,
         until: datetime | None,
         event_types: list[str] | None,
-    ) -> int:
+    ) -> Resent:
+        requested_at = self._clock()
         count = self._dispatch.resend(store_id, webhook_id, event_ids, actor)
         self._webhooks.record_resend(
             store_id,
@@ -95,4 +113,4 @@ class Resend:
             event_types=event_types,
             count=count,
         )
-        return count
+        return Resent(count, requested_at)

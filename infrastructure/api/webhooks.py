@@ -7,9 +7,10 @@ import binascii
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from application.catalog import ID
+from application.catalog import ID, TIMESTAMP
 from application.errors import InvalidRequest
-from application.resend import Resend
+from application.resend import Resend, Resent
+from application.views import timestamp
 from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
@@ -72,17 +73,21 @@ def _delete(call: Call) -> None:
 def _recover(call: Call) -> JSON:
     """Send again every failed delivery of the webhook created in the range."""
     since, until = _range(call)
-    count = resend(call).recover(call.store_id, call.ids["id"], call.actor, since, until)
-    return {"count": count}
+    return _resent(resend(call).recover(call.store_id, call.ids["id"], call.actor, since, until))
 
 
 def _replay(call: Call) -> JSON:
     """Send every event of the range that the webhook (and ``eventTypes``) selects."""
     since, until = _range(call)
-    count = resend(call).replay(
-        call.store_id, call.ids["id"], call.actor, since, until, call.body.get("eventTypes")
+    return _resent(
+        resend(call).replay(
+            call.store_id, call.ids["id"], call.actor, since, until, call.body.get("eventTypes")
+        )
     )
-    return {"count": count}
+
+
+def _resent(resent: Resent) -> JSON:
+    return {"count": resent.count, "requestedAt": timestamp(resent.requested_at)}
 
 
 def _test(call: Call) -> JSON:
@@ -166,8 +171,15 @@ TEST_SENT = {
 }
 COUNT = {
     "type": "object",
-    "properties": {"count": {"type": "integer", "description": "Deliveries created."}},
-    "required": ["count"],
+    "properties": {
+        "count": {"type": "integer", "description": "Deliveries created."},
+        "requestedAt": {
+            **TIMESTAMP,
+            "description": "When they were requested: each was created at or after this "
+            "time, so `GET /v1/deliveries?webhookId=…&since=` it lists them as they go.",
+        },
+    },
+    "required": ["count", "requestedAt"],
     "additionalProperties": False,
 }
 
