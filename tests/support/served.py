@@ -32,7 +32,8 @@ API_KEY = re.compile(r"API key:\s+(wr_\S+)")
 
 
 class Served:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *args: str) -> None:
+        self.args = args  # more arguments of `webround serve`, e.g. --demo
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = folder / "data"
@@ -47,6 +48,7 @@ class Served:
         return {**os.environ, "WEBROUND_API_URL": self.url, "WEBROUND_API_KEY": self.api_key}
 
     def start(self) -> Self:
+        self.output.clear()
         env = {
             **os.environ,
             "WEBROUND_DATA_DIR": str(self.data_dir),
@@ -54,7 +56,7 @@ class Served:
             "WEBROUND_RETRY_SCHEDULE": "0.2,0.2",
         }
         self._process = subprocess.Popen(
-            [str(WEBROUND), "serve", "--port", str(self.port)],
+            [str(WEBROUND), "serve", "--port", str(self.port), *self.args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
