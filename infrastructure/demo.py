@@ -62,8 +62,15 @@ class DemoReceiver:
         self.secret: SigningSecret | None = None
         self.received = 0
         app = Starlette(routes=[Route("/webhooks", self._receive, methods=["POST"])])
+        # log_config=None: uvicorn's own logging setup would take over the loggers the
+        # service's server shares (`uvicorn.error`) and print them in its format.
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            log_config=None,
+            access_log=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -102,8 +109,9 @@ class DemoReceiver:
             valid = any(hmac.compare_digest(expected, s) for s in offered)
         envelope = json.loads(body)
         self.received += 1
+        test = " (test)" if envelope.get("test") else ""
         print(
-            f"demo receiver: {envelope['eventType']:<28} {envelope['eventId']}  "
+            f"demo receiver: {envelope['eventType'] + test:<28} {envelope['eventId']}  "
             f"signature {'verified' if valid else 'INVALID'}",
             flush=True,
         )
