@@ -93,6 +93,10 @@ def _with_secret(webhook: JSON, what: str) -> str:
 
 
 def _update(client: ApiClient, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.no_headers and args.header:
+        raise InvalidRequest("goes with no --header", "no_headers")
+    if args.no_rate_limit and args.rate_limit is not None:
+        raise InvalidRequest("goes with no --rate-limit", "no_rate_limit")
     body = _settings(args)
     if args.url is not None:
         body["url"] = args.url
