@@ -61,7 +61,7 @@ from infrastructure.dashboard.session import (
     set_cookie,
 )
 from infrastructure.idempotency import InProgress, Mismatch, Replay, StoredResponse, fingerprint
-from infrastructure.queries import Queries, parse_moment
+from infrastructure.queries import Queries
 
 log = logging.getLogger("webround.dashboard")
 
@@ -514,10 +514,10 @@ def _circuits(visit: Visit, ids: Iterable[str]) -> dict[str, JSON]:
 
 def _new_webhook(visit: Visit) -> Response:
     values = {"url": "", "description": "", "event_types": [], **sending.blank()}
-    return _newwebhook_page(visit, values, {})
+    return _new_webhook_page(visit, values, {})
 
 
-def _newwebhook_page(visit: Visit, values: JSON, errors: dict[str, str]) -> Response:
+def _new_webhook_page(visit: Visit, values: JSON, errors: dict[str, str]) -> Response:
     return visit.page(
         "webhook_new.html",
         422 if errors else 200,
@@ -533,7 +533,7 @@ def _create(visit: Visit) -> Response:
     how, sending_errors = sending.check(values, creating=True)
     errors = sending_errors | errors
     if errors:
-        return _newwebhook_page(visit, values, errors)
+        return _new_webhook_page(visit, values, errors)
     try:
         created = visit.services.webhooks.create_webhook(
             visit.store_id,
@@ -544,7 +544,7 @@ def _create(visit: Visit) -> Response:
             **how,
         )
     except (InvalidRequest, InvalidValue) as error:
-        return _newwebhook_page(visit, values, _field_error(error))
+        return _new_webhook_page(visit, values, _field_error(error))
     secret = created.pop("secret")
     visit.replay_to = f"{PATH}/webhooks/{created['id']}?notice=secret-once"
     return _secret_page(visit, created, secret, rotated=False)
@@ -878,15 +878,6 @@ def moment_input(value: str) -> str | None:
     if not value:
         return None
     return value + "Z" if LOCAL_TIME.match(value) else value
-
-
-def before_or_same(first: str, second: str) -> bool:
-    """Whether time ``first`` is not after ``second`` (False if either is unreadable: the
-    query reports those)."""
-    try:
-        return parse_moment(first, "until") <= parse_moment(second, "since")
-    except InvalidRequest:
-        return False
 
 
 def list_url(section: str, params: dict[str, str]) -> str:

@@ -19,7 +19,6 @@ from infrastructure.dashboard import render
 from infrastructure.dashboard.routes import (
     EVENT_TYPES,
     Visit,
-    before_or_same,
     moment_input,
     signed_in,
     webhook_id_of,
@@ -61,7 +60,7 @@ def _resend(visit: Visit, mode: str, since_field: str, until_field: str) -> Resp
     errors: dict[str, str] = {}
     if since is None:
         errors[since_field] = "Enter the start of the range."
-    elif until is not None and before_or_same(until, since):
+    elif until is not None and _before_or_same(until, since):
         errors[until_field] = "Must be later than the start of the range."
     else:
         services = visit.services
@@ -85,6 +84,15 @@ def _resend(visit: Visit, mode: str, since_field: str, until_field: str) -> Resp
         until_field: visit.form.get(until_field, ""),
     }
     return webhook_page(visit, webhook_id, values=values, errors=errors)
+
+
+def _before_or_same(first: str, second: str) -> bool:
+    """Whether time ``first`` is not after ``second`` (False if either is unreadable: the
+    query reports those)."""
+    try:
+        return parse_moment(first, "until") <= parse_moment(second, "since")
+    except InvalidRequest:
+        return False
 
 
 def routes(webhook: str) -> list[Route]:
