@@ -69,6 +69,7 @@ class Queries:
         where = _Where("store_id = ?", str(store_id))
         if test:
             where.prefix("event_id", TEST_EVENT_PREFIX)
+            where.add("position = 0")  # every test event's: the (store, position) index finds them
             keyset = _Keyset("test-events", ("occurred_at", "event_id"), newest_first)
         else:
             where.not_prefix("event_id", TEST_EVENT_PREFIX)
