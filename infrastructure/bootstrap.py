@@ -73,6 +73,9 @@ class Services:
     idempotency: KeyLedger
     read_models: ReadModelStore
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    # Set when the process begins to stop: requests that wait (the events feed's long
+    # poll) answer at once instead of holding up a graceful shutdown.
+    stopping: threading.Event = field(default_factory=threading.Event)
     _schedule: Schedule | None = None
     _schedule_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -87,6 +90,7 @@ class Services:
 
     def close(self) -> None:
         """Stop background parts (newest first), then close the stores."""
+        self.stopping.set()
         while self._closers:
             self._closers.pop()()
         self.read_models.close()

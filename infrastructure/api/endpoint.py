@@ -9,11 +9,12 @@ handler in a worker thread (our applications are synchronous), answer JSON or a 
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from jsonschema import Draft202012Validator, validators
@@ -69,11 +70,16 @@ class QueryParam:
     description: str
 
 
+# Handlers are synchronous (run in a worker thread), or coroutines for the few that wait
+# without holding a thread (the events feed's long poll).
+Handler = Callable[[Call], JSON | None] | Callable[[Call], Awaitable[JSON | None]]
+
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
     path: str
-    handler: Callable[[Call], JSON | None]
+    handler: Handler
     operation_id: str
     summary: str
     tag: str
@@ -114,14 +120,21 @@ class Endpoint:
         call = Call(principal, actor, services, body, ids, request.query_params, path)
         key = request.headers.get("idempotency-key")
         if not (self.command and key):
-            return await run_in_threadpool(self._run, call)
+            return await self._run(call)
         if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable():
             raise InvalidRequest("must be 1 to 255 printable characters", field=IDEMPOTENCY_KEY)
         print_ = fingerprint(self.method, request.url.path, raw)
         return await run_in_threadpool(self._run_once, call, key, print_)
 
-    def _run(self, call: Call) -> Response:
-        return self._respond(call, self.handler(call))
+    async def _run(self, call: Call) -> Response:
+        result: JSON | None
+        if inspect.iscoroutinefunction(self.handler):
+            result = await self.handler(call)  # waits without holding a thread (a long poll)
+        else:
+            result = await run_in_threadpool(
+                cast(Callable[[Call], JSON | None], self.handler), call
+            )
+        return self._respond(call, result)
 
     def _respond(self, call: Call, result: JSON | None) -> Response:
         headers = NO_STORE if self.reveals_secret else None
@@ -149,7 +162,8 @@ class Endpoint:
         command = KeyedCommand(call.store_id, key, print_, call.principal.key_id, now, answer)
         try:
             with keyed(command):
-                result = self.handler(call)
+                # Commands are plain functions: only reads wait as coroutines.
+                result = cast(Callable[[Call], JSON | None], self.handler)(call)
         except AlreadyAnswered:
             return self._replay_first(call, key, print_)
         except Exception as error:

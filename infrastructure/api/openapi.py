@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import Endpoint
 from infrastructure.api.problems import PROBLEM, TITLES
@@ -16,7 +17,7 @@ from infrastructure.api.problems import PROBLEM, TITLES
 JSON = dict[str, Any]
 PATH_SCHEMAS: dict[str, JSON] = {
     "id": {"type": "string", "format": "uuid"},
-    "eventId": {"type": "string", "pattern": "^evt_[0-9a-f]{32}$", "examples": ["evt_" + "0" * 32]},
+    "eventId": {"type": "string", "pattern": EVENT_ID_PATTERN, "examples": ["evt_" + "0" * 32]},
 }
 
 
