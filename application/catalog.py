@@ -54,6 +54,8 @@ subscription.expired            ``{}``
 =============================== =====================================================
 
 The module does no I/O: schemas are plain dicts built once, from one schema per entity.
+Where a pattern constrains a value, its schema gives an example: test events' sample data
+is generated from these schemas (`application.samples`).
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ CURRENCY: Schema = {
     "type": "string",
     "pattern": "^[A-Z]{3}$",
     "description": "ISO 4217 currency code, e.g. EUR.",
+    "examples": ["EUR"],
 }
 MONEY: Schema = {
     "type": "object",
@@ -105,6 +108,7 @@ MONEY: Schema = {
             # Money is never negative; a sign of change is carried elsewhere (e.g. ``delta``).
             "pattern": r"^\d+(\.\d+)?$",
             "description": 'Decimal amount with the decimals of its currency, e.g. "19.90".',
+            "examples": ["19.90"],
         },
         "currency": CURRENCY,
     },
@@ -119,6 +123,7 @@ ATTRIBUTES: Schema = {
     "minProperties": 1,
     "propertyNames": {"minLength": 1},
     "additionalProperties": NON_EMPTY,
+    "examples": [{"color": "teal"}],
 }
 ADDRESS: Schema = {
     "type": "object",
@@ -132,6 +137,7 @@ ADDRESS: Schema = {
             "type": "string",
             "pattern": "^[A-Z]{2}$",
             "description": "ISO 3166-1 alpha-2 country code, e.g. DE.",
+            "examples": ["DE"],
         },
     },
     "required": ["line1", "line2", "city", "postalCode", "country"],

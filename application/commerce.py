@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, JSONTranscoder
 
 from application import views
 from application.errors import Conflict, NotFound
+from application.idempotency import KeyedSaves
 from application.recorded import NotifiesOnRecord
 from application.transcodings import register_store_transcodings
 from domain.base import StoreAggregate
@@ -33,7 +34,7 @@ JSON = dict[str, Any]
 _ATTEMPTS = 3
 
 
-class Commerce(NotifiesOnRecord, Application[UUID]):
+class Commerce(NotifiesOnRecord, KeyedSaves):
     name = "commerce"
     snapshotting_intervals = {Order: 50, Customer: 50, Product: 50, Variant: 50, Sku: 100}
 
@@ -249,8 +250,9 @@ class Commerce(NotifiesOnRecord, Application[UUID]):
     # Helpers -------------------------------------------------------------------------
 
     def _create(self, entity: StoreAggregate) -> JSON:
-        self.save(entity)
-        return views.view(entity)
+        result = views.view(entity)
+        self.save_answering(entity, result=result)
+        return result
 
     def _change(
         self, kind: type[A], store_id: UUID, entity_id: UUID, command: Callable[[A], None]
@@ -261,9 +263,10 @@ class Commerce(NotifiesOnRecord, Application[UUID]):
         for _ in range(_ATTEMPTS):
             entity = self.get(kind, store_id, entity_id)
             command(entity)
+            result = views.view(entity)
             try:
-                self.save(entity)
+                self.save_answering(entity, result=result)
             except IntegrityError:
                 continue
-            return views.view(entity)
+            return result
         raise Conflict(f"{kind.entity} {entity_id} is being changed concurrently; try again")

@@ -11,6 +11,7 @@ related entity at its version *as of the event's log position* (`EventHistory`).
 
 from __future__ import annotations
 
+import json
 import random as _random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,13 +28,14 @@ from eventsourcing.persistence import (
     Recording,
 )
 
-from application import views
+from application import envelope_format, views
 from application.commerce import Commerce
-from application.directory import WebhookDirectory
+from application.directory import Target, WebhookDirectory
 from application.errors import Conflict, NotFound
 from application.follow import Batch, Follower, Item
 from application.ports import BuildEnvelope, EventHistory
 from application.recorded import NotifiesOnRecord
+from application.samples import choose_test_event_type, sample_data, sample_entity_id
 from application.schedule import schedule_write
 from application.transcodings import register_store_transcodings
 from domain.base import StoreAggregate
@@ -45,6 +47,8 @@ from domain.delivery import (
     RetryPolicy,
     delivery_id_of,
     envelope_id_of,
+    is_test_event,
+    new_test_event_id,
 )
 from domain.values import Actor
 from domain.webhook import matches
@@ -268,16 +272,14 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         self, store_id: UUID, event_id: str, actor: Actor, webhook_id: UUID | None = None
     ) -> list[JSON]:
         """New deliveries of the same envelope, marked as a replay requested by ``actor``:
-        to one webhook, or to every enabled webhook that listens to the event's type."""
+        to one webhook, or to every enabled webhook that listens to the event's type.
+        A test event goes again only to a webhook named."""
         envelope = self.envelope(store_id, event_id)
+        if webhook_id is None and is_test_event(event_id):
+            raise Conflict("a test event is sent again to one webhook: name it (webhookId)")
         self.directory.refresh()
         if webhook_id is not None:
-            target = self.directory.get(webhook_id)
-            if target is None or target.store_id != store_id or target.deleted:
-                raise NotFound("webhook", webhook_id)
-            if not target.enabled:
-                raise Conflict(f"webhook {webhook_id} is disabled; enable it to send again")
-            targets = [target]
+            targets = [self._enabled_target(store_id, webhook_id, "to send again")]
         else:
             targets = [
                 t
@@ -309,11 +311,7 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         """New deliveries of these events' envelopes to one webhook, marked as replays
         requested by ``actor`` (Recover and Replay); returns how many were created."""
         self.directory.refresh()
-        target = self.directory.get(webhook_id)
-        if target is None or target.store_id != store_id or target.deleted:
-            raise NotFound("webhook", webhook_id)
-        if not target.enabled:
-            raise Conflict(f"webhook {webhook_id} is disabled; enable it first")
+        self._enabled_target(store_id, webhook_id, "first")
         now = self.clock()
         created = 0
         for start in range(0, len(event_ids), 500):
@@ -336,6 +334,69 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
             self.save(*deliveries)
             created += len(deliveries)
         return created
+
+    # Test events ---------------------------------------------------------------------
+
+    def send_test(
+        self, store_id: UUID, webhook_id: UUID, actor: Actor, event_type: str | None = None
+    ) -> JSON:
+        """A sample envelope of ``event_type`` (by default the first type the webhook
+        listens to), marked as a test, and its delivery to the webhook: sent, retried
+        and recorded like any other (ADR 0027)."""
+        self.directory.refresh()
+        target = self._enabled_target(store_id, webhook_id, "to send a test event")
+        event_type = choose_test_event_type(list(target.event_types), event_type)
+        event_id = new_test_event_id()
+        seed = envelope_id_of(event_id)
+        now = self.clock()
+        built = envelope_format.assemble(
+            event_id=event_id,
+            event_type=event_type,
+            actor=actor,
+            store_id=store_id,
+            entity_id=sample_entity_id(event_type, seed),
+            occurred_at=now,
+            data=sample_data(event_type, seed, store_id, now),
+            test=True,
+        )
+        # Position 0: a test event comes from no position of the store's log.
+        envelope = Envelope(
+            built.event_id,
+            built.event_type,
+            built.store_id,
+            built.entity_id,
+            built.occurred_at,
+            0,
+            built.body,
+        )
+        delivery = Delivery(
+            delivery_id_of(envelope.id, webhook_id),
+            envelope.id,
+            event_id,
+            event_type,
+            store_id,
+            webhook_id,
+            now,
+            False,
+            actor,
+        )
+        self.save(envelope, delivery)
+        return {
+            "eventId": event_id,
+            "eventType": event_type,
+            "webhookId": str(webhook_id),
+            "deliveryId": str(delivery.id),
+            "envelope": json.loads(built.body),
+        }
+
+    def _enabled_target(self, store_id: UUID, webhook_id: UUID, to_do: str) -> Target:
+        """The store's webhook, if it exists and is enabled (the directory refreshed)."""
+        target = self.directory.get(webhook_id)
+        if target is None or target.store_id != store_id or target.deleted:
+            raise NotFound("webhook", webhook_id)
+        if not target.enabled:
+            raise Conflict(f"webhook {webhook_id} is disabled; enable it {to_do}")
+        return target
 
     # Reads ---------------------------------------------------------------------------
 

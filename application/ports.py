@@ -68,3 +68,21 @@ class BuildEnvelope(Protocol):
     def __call__(
         self, domain_event: Any, entity: dict[str, Any], lookup: Lookup, store_id: UUID
     ) -> BuiltEnvelope: ...
+
+
+class DeliveryRecords(Protocol):
+    """The read side's answers that Recover and Replay start from (`application.resend`)."""
+
+    def failed_event_ids(
+        self, store_id: UUID, webhook_id: UUID, since: datetime, until: datetime | None
+    ) -> list[str]:
+        """The store events of the webhook's failed deliveries created in [since, until),
+        oldest first; never a test event's."""
+        ...
+
+    def events_between(
+        self, store_id: UUID, since: datetime, until: datetime | None
+    ) -> list[tuple[str, str]]:
+        """(event id, event type) of the store's events in [since, until), oldest first;
+        never a test event."""
+        ...

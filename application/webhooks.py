@@ -16,10 +16,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder
 
 from application.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
+from application.idempotency import KeyedSaves
 from application.ports import SecretKeeper, TargetPolicy
 from application.recorded import NotifiesOnRecord
 from application.transcodings import register_store_transcodings
@@ -50,7 +51,7 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
-class Webhooks(NotifiesOnRecord, Application[UUID]):
+class Webhooks(NotifiesOnRecord, KeyedSaves):
     name = "webhooks"
 
     def __init__(
@@ -139,28 +140,32 @@ class Webhooks(NotifiesOnRecord, Application[UUID]):
         webhook_id = uuid4()
         secret, sealed_secret = self.keeper.new_secret(webhook_id)
         headers = headers or {}
-        webhook = Webhook.register(
-            webhook_id,
-            store_id,
-            url,
-            event_types,
-            description,
-            list(headers),
-            self.keeper.seal_headers(webhook_id, headers) if headers else None,
-            timeout_seconds,
-            rate_limit,
-            enabled,
-            sealed_secret,
-            actor,
-        )
+        sealed_headers = self.keeper.seal_headers(webhook_id, headers) if headers else None
         for _ in range(_ATTEMPTS):
+            # Registered anew on each attempt: a failed save has taken the events of the
+            # webhook it was given, and would leave a store listing a webhook that is not.
+            webhook = Webhook.register(
+                webhook_id,
+                store_id,
+                url,
+                event_types,
+                description,
+                list(headers),
+                sealed_headers,
+                timeout_seconds,
+                rate_limit,
+                enabled,
+                sealed_secret,
+                actor,
+            )
+            result = {**webhook_view(webhook), "secret": secret}
             store = self._store(store_id)
             store.add_webhook(webhook.id)
             try:
-                self.save(store, webhook)
+                self.save_answering(store, webhook, result=result)
             except IntegrityError:
                 continue  # another webhook of this store was added meanwhile
-            return {**webhook_view(webhook), "secret": secret}
+            return result
         raise Conflict(f"store {store_id} is being changed concurrently; try again")
 
     def list_webhooks(
@@ -221,10 +226,11 @@ class Webhooks(NotifiesOnRecord, Application[UUID]):
             webhook.enable(actor)
         elif enabled is False:
             webhook.disable(reason, actor)
-        self._save_or_conflict(webhook)
+        result = webhook_view(webhook)
+        self._save_or_conflict(webhook, result)
         if enabled is True and not was_enabled:
             self.forgive(webhook.id)
-        return webhook_view(webhook)
+        return result
 
     def rotate_secret(
         self,
@@ -240,8 +246,9 @@ class Webhooks(NotifiesOnRecord, Application[UUID]):
         secret, sealed = self.keeper.new_secret(webhook.id)
         expires = self.clock() + grace
         webhook.rotate_secret(sealed, expires, actor)
-        self._save_or_conflict(webhook)
-        return {**webhook_view(webhook), "secret": secret}
+        result = {**webhook_view(webhook), "secret": secret}
+        self._save_or_conflict(webhook, result)
+        return result
 
     def record_resend(
         self,
@@ -255,15 +262,24 @@ class Webhooks(NotifiesOnRecord, Application[UUID]):
         event_types: list[str] | None,
         count: int,
     ) -> None:
-        """Audit a recover or replay on the webhook's own history."""
+        """Audit a recover or replay on the webhook's own history. It answers no request
+        on its own (the deliveries are in the dispatch store): no Idempotency-Key with it."""
         webhook = self.get_webhook(store_id, webhook_id)
         webhook.record_resend(mode, since, until, event_types, count, actor)
-        self._save_or_conflict(webhook)
+        self._save_or_conflict(webhook, answers=False)
+
+    def record_secret_shown_again(
+        self, store_id: UUID, webhook_id: UUID, key_id: str, idempotency_key: str, actor: Actor
+    ) -> None:
+        """Audit a replayed answer that showed the webhook's signing secret again."""
+        webhook = self.get_webhook(store_id, webhook_id)
+        webhook.record_secret_shown_again(key_id, idempotency_key, actor)
+        self._save_or_conflict(webhook, answers=False)
 
     def delete_webhook(self, store_id: UUID, webhook_id: UUID, actor: Actor) -> None:
         webhook = self.get_webhook(store_id, webhook_id)
         webhook.delete(actor)
-        self._save_or_conflict(webhook)
+        self._save_or_conflict(webhook, None)
 
     # Helpers -------------------------------------------------------------------------
 
@@ -276,9 +292,16 @@ class Webhooks(NotifiesOnRecord, Application[UUID]):
             raise NotFound("store", store_id)
         return store
 
-    def _save_or_conflict(self, webhook: Webhook) -> None:
+    def _save_or_conflict(
+        self, webhook: Webhook, result: JSON | None = None, *, answers: bool = True
+    ) -> None:
+        """Save, answering ``result`` to a keyed request (unless the save ``answers`` no
+        request of its own)."""
         try:
-            self.save(webhook)
+            if answers:
+                self.save_answering(webhook, result=result)
+            else:
+                self.save(webhook)
         except IntegrityError:
             raise Conflict(f"webhook {webhook.id} changed meanwhile; try again") from None
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
@@ -28,10 +28,26 @@ RETRY_AFTER_BOUNDS = (1.0, 86400.0)
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://webround.example/envelopes")
 
+# A test event's id (`POST /v1/webhooks/{id}/test`) says what it is: nothing reads a log or
+# a table to tell a test from a store event, and neither lists, replays nor recovers it
+# (ADR 0027).
+TEST_EVENT_PREFIX = "evt_test_"
+EVENT_ID_PATTERN = r"^evt_(test_)?[0-9a-f]{32}$"
+"""Every event id we give out: a store event's or a test event's."""
+
 
 def event_id_of(originator_id: UUID, version: int) -> str:
     """The public id of a store event: stable across endpoints, retries and rebuilds."""
     return "evt_" + uuid5(_NAMESPACE, f"{originator_id}/{version}").hex
+
+
+def new_test_event_id() -> str:
+    """A fresh id for a test event."""
+    return TEST_EVENT_PREFIX + uuid4().hex
+
+
+def is_test_event(event_id: str) -> bool:
+    return event_id.startswith(TEST_EVENT_PREFIX)
 
 
 def envelope_id_of(event_id: str) -> UUID:

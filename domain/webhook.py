@@ -255,6 +255,16 @@ class Webhook(Aggregate):
     ) -> None:
         pass
 
+    def record_secret_shown_again(self, key_id: str, idempotency_key: str, actor: Actor) -> None:
+        """Record that an idempotent replay showed a signing secret again, to the API key
+        that made the request which first showed it (ADR 0024)."""
+        self._check_not_deleted()
+        self._secret_shown_again(key_id=key_id, idempotency_key=idempotency_key, actor=actor)
+
+    @event("SecretShownAgain")
+    def _secret_shown_again(self, key_id: str, idempotency_key: str, actor: Actor) -> None:
+        pass
+
     def delete(self, actor: Actor) -> None:
         self._check_not_deleted()
         self._deleted(actor=actor)

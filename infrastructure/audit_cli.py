@@ -14,22 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from application.errors import InvalidRequest
 from infrastructure.queries import MAX_LIMIT, Queries
+from infrastructure.terminal import moment_or_ago
 
 if TYPE_CHECKING:
     from infrastructure.bootstrap import Services
     from infrastructure.settings import Settings
 
 JSON = dict[str, Any]
-_AGO = re.compile(r"^(\d{1,9})([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _FLAGS = {
     "since": "--since",
     "until": "--until",
@@ -107,8 +105,8 @@ def entries_for(queries: Queries, args: argparse.Namespace) -> tuple[list[JSON],
         raise InvalidRequest("must be at least 1", "limit")
     now = datetime.now(UTC)
     filters: JSON = {
-        "since": _time(args.since, now, "since"),
-        "until": _time(args.until, now, "until"),
+        "since": moment_or_ago(args.since, now, "since"),
+        "until": moment_or_ago(args.until, now, "until"),
         "webhook_id": args.webhook,
         "event_id": args.event,
         "delivery_id": args.delivery,
@@ -153,17 +151,3 @@ def table(entries: list[JSON]) -> str:
         + row[3]
         for row in (header, *rows)
     )
-
-
-def _time(value: str | None, now: datetime, field: str) -> str | None:
-    """An ISO 8601 time as given, or a duration ago (`1h`) as the time it names."""
-    if value is None:
-        return None
-    ago = _AGO.match(value.strip())
-    if not ago:
-        return value
-    try:
-        moment = now - timedelta(**{_UNITS[ago.group(2)]: int(ago.group(1))})
-    except OverflowError:
-        raise InvalidRequest("reaches back before the year 1", field) from None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

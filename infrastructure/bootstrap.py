@@ -39,7 +39,12 @@ from infrastructure.broker import Queue, declare_deliver_actor, enqueue_many, ma
 from infrastructure.dispatcher import Dispatcher
 from infrastructure.followers import Runner, Signals, prepare
 from infrastructure.history import event_history
-from infrastructure.idempotency import IdempotencyStore, open_idempotency_store
+from infrastructure.idempotency import (
+    KeyedPostgresRecorder,
+    KeyedSQLiteRecorder,
+    KeyLedger,
+    KeyTable,
+)
 from infrastructure.leader import Leadership, dispatcher_lock
 from infrastructure.metrics import DISPATCHER_ACTIVE, ServiceGauges, count_skipped
 from infrastructure.persistence import application_env, ensure_schema, schema_lock
@@ -74,9 +79,12 @@ class Services:
     dispatch: Dispatch
     keeper: SealingKeeper
     guard: TargetGuard
-    idempotency: IdempotencyStore
+    idempotency: KeyLedger
     read_models: ReadModelStore
     _closers: list[Callable[[], None]] = field(default_factory=list)
+    # Set when the process begins to stop: requests that wait (the events feed's long
+    # poll) answer at once instead of holding up a graceful shutdown.
+    stopping: threading.Event = field(default_factory=threading.Event)
     _schedule: Schedule | None = None
     _schedule_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -90,9 +98,9 @@ class Services:
 
     def close(self) -> None:
         """Stop background parts (newest first), then close the stores."""
+        self.stopping.set()
         while self._closers:
             self._closers.pop()()
-        self.idempotency.close()
         self.dispatch.close()
         self.webhooks.close()
         self.commerce.close()
@@ -158,13 +166,24 @@ def _build(
         dispatch=dispatch,
         keeper=keeper,
         guard=guard,
-        idempotency=open_idempotency_store(settings),
+        idempotency=KeyLedger(_key_tables(commerce, webhooks)),
         read_models=read_models,
     )
     services._closers.append(read_model_factory.close)
     # A webhook enabled again starts with a clean record: its circuit closes at once.
     webhooks.forgive = lambda webhook_id: services.schedule().forgive(webhook_id)
     return services
+
+
+def _key_tables(*applications: Any) -> list[KeyTable]:
+    """Where the keyed applications' recorders keep Idempotency-Keys (ADR 0023)."""
+    tables: list[KeyTable] = []
+    for application in applications:
+        recorder = application.recorder
+        keyed = isinstance(recorder, KeyedPostgresRecorder | KeyedSQLiteRecorder)
+        assert keyed, f"the {application.name} recorder keeps no Idempotency-Keys"
+        tables.append(recorder)
+    return tables
 
 
 def open_queue(services: Services) -> Queue:

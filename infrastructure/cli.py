@@ -5,6 +5,10 @@ webround stores create --name NAME             a store and its first API key, as
 webround keys create --store ID [--email E]    another API key (shown once)
 webround keys revoke KEY_ID                    revoke a key
 webround settings [--markdown]                 the configuration reference
+webround webhooks|events|deliveries ...        the JSON API from the command line
+webround listen --forward-to URL               your store's events on a local URL
+
+The commands over the API are in `infrastructure/client/`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from application.errors import ApplicationError
 from domain.errors import DomainError
 from domain.values import Actor
 from infrastructure import projections_cli
+from infrastructure.client import commands as client_commands
 from infrastructure.logs import configure_logging
 from infrastructure.settings import Settings, SettingsError, markdown_table
 
@@ -54,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _background_role(settings, args.command)
     if args.command == "projections":
         return projections_cli.run(settings, args)
+    if args.command in client_commands.COMMANDS:
+        return client_commands.run(settings, args)
     if args.command == "audit":
         from infrastructure import audit_cli
 
@@ -103,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     from infrastructure import audit_cli
 
     audit_cli.register(commands)
+    client_commands.register(commands)
     return parser
 
 
@@ -135,7 +143,7 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
 
     import uvicorn
 
-    from infrastructure.api.app import create_app
+    from infrastructure.api.app import Server, create_app
     from infrastructure.bootstrap import build, open_queue, start_leader, start_worker
 
     if demo:
@@ -162,7 +170,8 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
         for number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(number, lambda *_: None)
         app = create_app(services)
-        uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
+        config = uvicorn.Config(app, host=host, port=port, log_level="info", log_config=None)
+        Server(config, services.stopping).run()
     finally:
         services.close()
     return 0

@@ -4,16 +4,24 @@ signed webhooks arrive within seconds of the first start.
 The receiver verifies every request's Standard Webhooks signature the way a merchant's
 endpoint would (our own `signing.sign`, compared in constant time) and prints one line
 per webhook. The store activity walks a customer through an order's whole life.
+
+The demo webhook is made once per data directory (its id is kept in `demo-webhook`) and
+reused on every later start: the receiver listens on the same port again where it can
+(else the webhook's URL is changed to the new one), and — as a merchant who did not keep
+the secret would — the demo rotates the signing secret to learn it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import random
 import socket
 import threading
 import time
+from datetime import timedelta
+from pathlib import Path
 from uuid import UUID
 
 import uvicorn
@@ -22,34 +30,55 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from application.errors import NotFound
 from domain.values import Actor
 from infrastructure.bootstrap import Services
 from infrastructure.secrets import SigningSecret
 from infrastructure.signing import sign
 
 DEMO_ACTOR = Actor.person("demo@webround.example")
+DESCRIPTION = "demo receiver (webround serve --demo)"
+MARKER = "demo-webhook"  # in the data directory: {"webhookId", "port"} of the last start
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _listening_socket(port: int | None) -> socket.socket:
+    """A socket bound on 127.0.0.1, to ``port`` if it is free, else to any free port."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if port is not None:
+        with contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return sock
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 class DemoReceiver:
     """A merchant's endpoint on 127.0.0.1 that checks signatures and prints what it gets."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self._socket = _listening_socket(port)
+        self.port: int = self._socket.getsockname()[1]
         self.secret: SigningSecret | None = None
         self.received = 0
         app = Starlette(routes=[Route("/webhooks", self._receive, methods=["POST"])])
+        # log_config=None: uvicorn's own logging setup would take over the loggers the
+        # service's server shares (`uvicorn.error`) and print them in its format.
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            log_config=None,
+            access_log=False,
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="demo-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name="demo-receiver",
+            daemon=True,
+        )
 
     @property
     def url(self) -> str:
@@ -63,6 +92,7 @@ class DemoReceiver:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=5)
+        self._socket.close()
 
     async def _receive(self, request: Request) -> Response:
         body = await request.body()
@@ -79,8 +109,9 @@ class DemoReceiver:
             valid = any(hmac.compare_digest(expected, s) for s in offered)
         envelope = json.loads(body)
         self.received += 1
+        test = " (test)" if envelope.get("test") else ""
         print(
-            f"demo receiver: {envelope['eventType']:<28} {envelope['eventId']}  "
+            f"demo receiver: {envelope['eventType'] + test:<28} {envelope['eventId']}  "
             f"signature {'verified' if valid else 'INVALID'}",
             flush=True,
         )
@@ -88,16 +119,19 @@ class DemoReceiver:
 
 
 def start_demo(services: Services, store_id: UUID) -> DemoReceiver:
-    receiver = DemoReceiver()
+    marker = services.settings.data_dir / MARKER
+    previous = _previous(marker)
+    receiver = DemoReceiver(previous[1] if previous else None)
     receiver.start()
-    webhook = services.webhooks.create_webhook(
-        store_id,
-        DEMO_ACTOR,
-        url=receiver.url,
-        event_types=["*"],
-        description="demo receiver (webround serve --demo)",
-    )
-    receiver.secret = SigningSecret.parse(webhook["secret"])
+    found = _reuse(services, store_id, previous[0], receiver.url) if previous else None
+    if found is None:
+        created = services.webhooks.create_webhook(
+            store_id, DEMO_ACTOR, url=receiver.url, event_types=["*"], description=DESCRIPTION
+        )
+        found = UUID(created["id"]), created["secret"]
+    webhook_id, secret = found
+    receiver.secret = SigningSecret.parse(secret)
+    marker.write_text(json.dumps({"webhookId": str(webhook_id), "port": receiver.port}) + "\n")
     stop = threading.Event()
     thread = threading.Thread(
         target=_activity, args=(services, store_id, stop), name="demo-activity", daemon=True
@@ -111,6 +145,33 @@ def start_demo(services: Services, store_id: UUID) -> DemoReceiver:
 
     services._closers.append(close)
     return receiver
+
+
+def _previous(marker: Path) -> tuple[UUID, int] | None:
+    """The demo webhook and receiver port of an earlier start, if any."""
+    try:
+        last = json.loads(marker.read_text())
+        return UUID(last["webhookId"]), int(last["port"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _reuse(
+    services: Services, store_id: UUID, webhook_id: UUID, url: str
+) -> tuple[UUID, str] | None:
+    """The earlier demo webhook pointed at ``url``, enabled, with a new secret (shown to the
+    receiver only); None when it is gone."""
+    webhooks = services.webhooks
+    try:
+        webhook = webhooks.read_webhook(store_id, webhook_id)
+    except NotFound:
+        return None
+    if webhook["url"] != url:
+        webhooks.update_webhook(store_id, webhook_id, DEMO_ACTOR, url=url)
+    if not webhook["enabled"]:
+        webhooks.update_webhook(store_id, webhook_id, DEMO_ACTOR, enabled=True)
+    rotated = webhooks.rotate_secret(store_id, webhook_id, DEMO_ACTOR, timedelta(0))
+    return webhook_id, rotated["secret"]
 
 
 def _activity(services: Services, store: UUID, stop: threading.Event) -> None:

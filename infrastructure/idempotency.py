@@ -1,41 +1,27 @@
-"""Idempotency keys for command requests (SPEC §8).
+"""Idempotency-Keys stored in the event store's own transaction (SPEC §8, ADR 0023).
 
 "Commands accept an ``Idempotency-Key`` header: the same key and body within 24 h return
-the first result and record nothing new." The API wraps each command request of a store
-(tenant) like this::
+the first result and record nothing new." A key's record (`application.idempotency.
+KeyRecord`: the request's fingerprint, the API key that sent it, the sealed answer) lives
+in the table ``webround_idempotency`` *of the database that holds the command's events*,
+and is inserted by the application's recorder in the transaction that inserts them:
 
-    outcome = idempotency.begin(store_id, key, fingerprint(method, path, body), now)
-    match outcome:
-        case Replay(response=response): ...  # answer with the stored response
-        case InProgress(): ...               # 409: the first request is still running
-        case Mismatch(): ...                 # 422: the key was used for another request
-        case Proceed():
-            try:
-                response = run_the_command()
-            except Exception:
-                idempotency.abandon(store_id, key)  # a retry may run it again
-                raise
-            idempotency.finish(store_id, key, response)
+- `KeyedPostgresRecorder` and `KeyedSQLiteRecorder` are eventsourcing's application
+  recorders plus that insert, done in the ``_insert_events`` hook when ``save()`` passes
+  ``idempotency=KeyRecord``. After any crash the events and the key's record are both
+  there or both absent. Selected per application by ``<APP>_APPLICATION_RECORDER_TOPIC``
+  (`recorder_topic`, used by `infrastructure.persistence`).
+- A record younger than 24 h (``ENTRY_TTL``) is unique per ``(store_id, key)``: the
+  second of two racing requests fails its whole transaction and `AlreadyAnswered` is
+  raised; an older record is replaced in the same transaction.
+- `KeyLedger` reads records for the edge (``find``), records the answers of commands
+  that saved nothing keyed (``remember``: a refusal, a command of another application)
+  in a transaction of their own, and deletes records older than 24 h now and then.
 
-Rules, the same on both backends:
-
-- An entry is identified by ``(store_id, key)``: the same key from two stores is two
-  entries. Keys are 1 to 255 characters without control characters (``ValueError``).
-- Entries older than 24 h (``ENTRY_TTL``) count as absent and ``purge`` deletes them.
-- An entry still in progress after 60 s (``IN_PROGRESS_TIMEOUT``) was left by a request
-  that never finished (a killed process): it counts as abandoned and the next ``begin``
-  takes it over (``Proceed``, with a fresh 24 h window).
-- ``begin`` is atomic: of any number of concurrent requests with the same key, in this
-  process or in others, exactly one gets ``Proceed``.
-- ``finish`` stores the response of an entry still in progress and never overwrites a
-  finished one (the first result wins); ``abandon`` forgets an entry still in progress
-  and never a finished one. Both do nothing when the entry is gone.
-- Times are timezone-aware datetimes passed in by the caller (``ValueError`` if naive).
-
-Embedded mode keeps the entries in their own SQLite file (``idempotency.sqlite`` in the
-data directory); production mode in the table ``webround_idempotency`` of the PostgreSQL
-database (in the ``?schema=`` schema when the URL names one). Nothing here touches the
-file system or the network at import time.
+Embedded mode: one SQLite file per application, so each keyed application's file has its
+own table and ``find`` looks in each. PostgreSQL: one table in the database's schema,
+shared by the applications (the table of earlier versions, with ``key_id`` added; its
+unfinished rows, ``status`` NULL, count as absent).
 """
 
 from __future__ import annotations
@@ -43,111 +29,41 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Protocol, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, Final, Protocol
 from uuid import UUID
 
-from infrastructure.settings import Settings
+import psycopg
+from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.utils import get_topic, retry
+from psycopg.sql import SQL, Composed, Identifier
 
-if TYPE_CHECKING:
-    from psycopg import Connection
-    from psycopg_pool import ConnectionPool
+from application.idempotency import AlreadyAnswered, Answer, KeyRecord
+from infrastructure.tracking import PostgresFollowerRecorder, SqliteFollowerRecorder
 
 __all__ = [
     "ENTRY_TTL",
-    "IN_PROGRESS_TIMEOUT",
     "MAX_KEY_LENGTH",
-    "IdempotencyStore",
-    "InProgress",
-    "Mismatch",
-    "Outcome",
-    "PostgresIdempotencyStore",
-    "Proceed",
-    "Replay",
-    "SqliteIdempotencyStore",
-    "StoredResponse",
+    "TABLE",
+    "KeyLedger",
+    "KeyTable",
+    "KeyedPostgresRecorder",
+    "KeyedSQLiteRecorder",
     "fingerprint",
-    "open_idempotency_store",
+    "recorder_topic",
+    "sealing_context",
 ]
 
 ENTRY_TTL: Final = timedelta(hours=24)
-IN_PROGRESS_TIMEOUT: Final = timedelta(seconds=60)
 MAX_KEY_LENGTH: Final = 255
-SQLITE_FILENAME: Final = "idempotency.sqlite"
 TABLE: Final = "webround_idempotency"
+PURGE_EVERY: Final = timedelta(minutes=10)
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
-_SQLITE_BUSY_TIMEOUT_SECONDS: Final = 10.0
-_POSTGRES_CONNECT_TIMEOUT_SECONDS: Final = 5
-_POSTGRES_POOL_WAIT_SECONDS: Final = 10.0
-_POSTGRES_BEGIN_ATTEMPTS: Final = 5
-# pg_advisory_xact_lock key serialising our DDL between processes starting together.
-_DDL_LOCK_ID: Final = 0x7765_6272_6964_656D  # "webridem"
-
-
-@dataclass(frozen=True)
-class StoredResponse:
-    """The response of the first request, replayed byte for byte."""
-
-    status: int
-    body: bytes
-    content_type: str
-
-
-@dataclass(frozen=True)
-class Proceed:
-    """First use of the key (or the old entry expired or was abandoned): run the command."""
-
-
-@dataclass(frozen=True)
-class Replay:
-    """The same request finished before: answer with its response, record nothing new."""
-
-    response: StoredResponse
-
-
-@dataclass(frozen=True)
-class InProgress:
-    """The same request is still running (the API answers 409)."""
-
-
-@dataclass(frozen=True)
-class Mismatch:
-    """The key was used for a different request (the API answers 422)."""
-
-
-Outcome = Proceed | Replay | InProgress | Mismatch
-
-
-class IdempotencyStore(Protocol):
-    """Where idempotency entries live; see the module docstring for the rules."""
-
-    def begin(self, store_id: UUID, key: str, fingerprint: str, now: datetime) -> Outcome:
-        """Claim ``key`` for a request, or say why it cannot run."""
-        ...
-
-    def finish(self, store_id: UUID, key: str, response: StoredResponse) -> None:
-        """Record the response of the request that got ``Proceed``."""
-        ...
-
-    def abandon(self, store_id: UUID, key: str) -> None:
-        """Forget an unfinished entry (the command failed) so that a retry can run."""
-        ...
-
-    def purge(self, now: datetime) -> int:
-        """Delete the entries older than 24 h; return how many were deleted."""
-        ...
-
-    def close(self) -> None:
-        """Release files and connections."""
-        ...
 
 
 def fingerprint(method: str, path: str, body: bytes) -> str:
@@ -160,323 +76,319 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def open_idempotency_store(settings: Settings) -> IdempotencyStore:
-    """The store of the configured mode: PostgreSQL when a database URL is set, else SQLite."""
-    if settings.database_url is None:
-        return SqliteIdempotencyStore(settings.data_dir / SQLITE_FILENAME)
-    return PostgresIdempotencyStore(settings.database_url)
+def sealing_context(store_id: UUID, key: str) -> str:
+    """What a stored answer is sealed to (`SealingKeeper`): answers are confidential —
+    the answer to creating a webhook holds its signing secret."""
+    return f"idempotency:{store_id}:{key}"
 
 
-def _check_key(key: str) -> None:
-    if not 0 < len(key) <= MAX_KEY_LENGTH:
-        raise ValueError(f"an idempotency key has 1 to {MAX_KEY_LENGTH} characters")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
-        raise ValueError("an idempotency key contains no control characters")
+def recorder_topic(embedded: bool) -> str:
+    """The eventsourcing topic of the keyed application recorder of a mode."""
+    return get_topic(KeyedSQLiteRecorder if embedded else KeyedPostgresRecorder)
 
 
-def _check_now(now: datetime) -> None:
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("idempotency times must be timezone-aware")
+class KeyTable(Protocol):
+    """The key records of one database (a keyed recorder provides it)."""
+
+    @property
+    def key_place(self) -> str:
+        """Which table this is: recorders sharing one table say the same."""
+        ...
+
+    def select_key(self, store_id: UUID, key: str) -> KeyRecord | None:
+        """The key's finished record, of any age."""
+        ...
+
+    def insert_key(self, record: KeyRecord) -> None:
+        """Record an answer in a transaction of its own (`AlreadyAnswered` if taken)."""
+        ...
+
+    def purge_keys(self, before: datetime) -> int:
+        """Delete the records made before ``before``; return how many."""
+        ...
 
 
-@dataclass(frozen=True)
-class _Entry:
-    fingerprint: str
-    age: timedelta
-    response: StoredResponse | None
+class KeyLedger:
+    """The edge's view of the key records of every keyed application."""
 
-
-def _judge(entry: _Entry | None, fingerprint: str) -> Outcome | None:
-    """The outcome an existing entry dictates, or None when the caller may take the key."""
-    if entry is None or entry.age > ENTRY_TTL:
-        return None
-    if entry.response is None and entry.age > IN_PROGRESS_TIMEOUT:
-        return None
-    if entry.fingerprint != fingerprint:
-        return Mismatch()
-    if entry.response is None:
-        return InProgress()
-    return Replay(entry.response)
-
-
-def _response(status: int, body: bytes, content_type: str) -> StoredResponse:
-    return StoredResponse(status=status, body=bytes(body), content_type=content_type)
-
-
-class _ContextManager:
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class SqliteIdempotencyStore(_ContextManager):
-    """Entries in their own SQLite file (WAL), shared safely by threads and processes.
-
-    One connection serves all threads under a lock; writes run in ``BEGIN IMMEDIATE``
-    transactions, so other processes on the same file are serialised by SQLite itself.
-    Times are stored as integer microseconds since the epoch (UTC).
-    """
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, tables: Sequence[KeyTable]) -> None:
+        places: dict[str, KeyTable] = {}
+        for table in tables:
+            places.setdefault(table.key_place, table)
+        if not places:
+            raise ValueError("a key ledger needs at least one table")
+        self._tables = list(places.values())
         self._lock = threading.Lock()
-        self._connection = sqlite3.connect(
-            path,
-            timeout=_SQLITE_BUSY_TIMEOUT_SECONDS,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        try:
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=NORMAL")
-            with self._transaction() as connection:
-                connection.execute(
-                    "CREATE TABLE IF NOT EXISTS webround_idempotency ("
-                    " store_id TEXT NOT NULL,"
-                    " key TEXT NOT NULL,"
-                    " fingerprint TEXT NOT NULL,"
-                    " created_at INTEGER NOT NULL,"
-                    " status INTEGER,"
-                    " body BLOB,"
-                    " content_type TEXT,"
-                    " PRIMARY KEY (store_id, key))"
-                )
-                connection.execute(
-                    "CREATE INDEX IF NOT EXISTS webround_idempotency_created_at"
-                    " ON webround_idempotency (created_at)"
-                )
-        except BaseException:
-            self._connection.close()
-            raise
+        self._next_purge: datetime | None = None
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            connection = self._connection
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+    def find(self, store_id: UUID, key: str, now: datetime) -> KeyRecord | None:
+        """The record of the key younger than 24 h, if any (in whichever database)."""
+        self._purge_now_and_then(now)
+        for table in self._tables:
+            record = table.select_key(store_id, key)
+            if record is not None and now - record.recorded_at <= ENTRY_TTL:
+                return record
+        return None
 
-    def begin(self, store_id: UUID, key: str, fingerprint: str, now: datetime) -> Outcome:
-        _check_key(key)
-        _check_now(now)
-        now_us = (now - _EPOCH) // _MICROSECOND
-        with self._transaction() as connection:
-            row = connection.execute(
-                "SELECT fingerprint, created_at, status, body, content_type"
-                " FROM webround_idempotency WHERE store_id = ? AND key = ?",
-                (str(store_id), key),
-            ).fetchone()
-            entry = None
-            if row is not None:
-                stored_fingerprint, created_us, status, body, content_type = row
-                entry = _Entry(
-                    fingerprint=stored_fingerprint,
-                    age=timedelta(microseconds=now_us - created_us),
-                    response=None if status is None else _response(status, body, content_type),
-                )
-            outcome = _judge(entry, fingerprint)
-            if outcome is not None:
-                return outcome
-            connection.execute(
-                "INSERT OR REPLACE INTO webround_idempotency"
-                " (store_id, key, fingerprint, created_at, status, body, content_type)"
-                " VALUES (?, ?, ?, ?, NULL, NULL, NULL)",
-                (str(store_id), key, fingerprint, now_us),
-            )
-            return Proceed()
-
-    def finish(self, store_id: UUID, key: str, response: StoredResponse) -> None:
-        _check_key(key)
-        with self._transaction() as connection:
-            connection.execute(
-                "UPDATE webround_idempotency SET status = ?, body = ?, content_type = ?"
-                " WHERE store_id = ? AND key = ? AND status IS NULL",
-                (response.status, response.body, response.content_type, str(store_id), key),
-            )
-
-    def abandon(self, store_id: UUID, key: str) -> None:
-        _check_key(key)
-        with self._transaction() as connection:
-            connection.execute(
-                "DELETE FROM webround_idempotency"
-                " WHERE store_id = ? AND key = ? AND status IS NULL",
-                (str(store_id), key),
-            )
+    def remember(self, record: KeyRecord) -> None:
+        """Record an answer that no keyed save recorded (`AlreadyAnswered` if taken)."""
+        self._tables[0].insert_key(record)
 
     def purge(self, now: datetime) -> int:
-        _check_now(now)
-        cutoff_us = (now - ENTRY_TTL - _EPOCH) // _MICROSECOND
-        with self._transaction() as connection:
-            cursor = connection.execute(
-                "DELETE FROM webround_idempotency WHERE created_at < ?", (cutoff_us,)
-            )
-            return cursor.rowcount
+        """Delete the records older than 24 h everywhere; return how many."""
+        return sum(table.purge_keys(now - ENTRY_TTL) for table in self._tables)
 
-    def close(self) -> None:
+    def _purge_now_and_then(self, now: datetime) -> None:
+        # Expired records already count as absent; deleting them only bounds the tables.
         with self._lock:
-            self._connection.close()
+            due = self._next_purge is None or now >= self._next_purge
+            if due:
+                self._next_purge = now + PURGE_EVERY
+        if due:
+            self.purge(now)
 
 
-def _split_database_url(database_url: str) -> tuple[str, str | None]:
-    """The libpq DSN (``schema`` removed from the query) and the schema, if any."""
-    parts = urlsplit(database_url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [value for name, value in query if name == "schema"]
-    rest = [(name, value) for name, value in query if name != "schema"]
-    dsn = urlunsplit(parts._replace(query=urlencode(rest)))
-    return dsn, (schemas[0] if schemas and schemas[0] else None)
+def _record(store_id: UUID, key: str, row: Any, recorded_at: datetime) -> KeyRecord:
+    """A record as read from a row of either database (its time read by the caller)."""
+    return KeyRecord(
+        store_id=store_id,
+        key=key,
+        fingerprint=row["fingerprint"],
+        key_id=row["key_id"],
+        recorded_at=recorded_at,
+        answer=Answer(row["status"], bytes(row["body"]), row["content_type"]),
+    )
 
 
-class PostgresIdempotencyStore(_ContextManager):
-    """Entries in the PostgreSQL table ``webround_idempotency``, through a small pool.
+def _refused_key(record: KeyRecord) -> AlreadyAnswered:
+    return AlreadyAnswered(record.store_id, record.key)
 
-    ``begin`` inserts with ``ON CONFLICT DO NOTHING``; on a conflict it locks the existing
-    row (``SELECT … FOR UPDATE``) and decides within the same transaction, so concurrent
-    requests with one key, from any process, are serialised by the row lock.
-    """
 
-    def __init__(self, database_url: str) -> None:
-        from psycopg import sql
-        from psycopg_pool import ConnectionPool
+# PostgreSQL ------------------------------------------------------------------------------
 
-        dsn, schema = _split_database_url(database_url)
-        table = sql.Identifier(schema, TABLE) if schema else sql.Identifier(TABLE)
-        self._create_schema = (
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-            if schema
-            else None
-        )
-        self._create_table = sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} ("
-            " store_id UUID NOT NULL,"
-            " key TEXT NOT NULL,"
-            " fingerprint TEXT NOT NULL,"
-            " created_at TIMESTAMPTZ NOT NULL,"
-            " status INTEGER,"
-            " body BYTEA,"
-            " content_type TEXT,"
-            " PRIMARY KEY (store_id, key))"
+
+class KeyedPostgresRecorder(PostgresApplicationRecorder):
+    """eventsourcing's PostgreSQL application recorder, recording Idempotency-Keys with
+    the events: the key's insert is pipelined before the table lock and the events'."""
+
+    def __init__(self, datastore: PostgresDatastore, **tables: Any) -> None:
+        super().__init__(datastore, **tables)
+        table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(TABLE))
+        self.sql_create_statements += [
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " store_id uuid NOT NULL,"
+                " key text NOT NULL,"
+                " fingerprint text NOT NULL,"
+                " created_at timestamptz NOT NULL,"
+                " status integer,"
+                " body bytea,"
+                " content_type text,"
+                " key_id text,"
+                " PRIMARY KEY (store_id, key))"
+            ).format(table),
+            # Tables made by earlier versions lack the API key of the request.
+            SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS key_id text").format(table),
+            SQL("CREATE INDEX IF NOT EXISTS {} ON {} (created_at)").format(
+                Identifier(f"{TABLE}_created_at"), table
+            ),
+        ]
+        # An expired record, or an unfinished one of an earlier version, gives way.
+        self._delete_stale: Composed = SQL(
+            "DELETE FROM {} WHERE store_id = %s AND key = %s"
+            " AND (created_at < %s OR status IS NULL)"
         ).format(table)
-        self._create_index = sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (created_at)").format(
-            sql.Identifier(f"{TABLE}_created_at"), table
-        )
-        self._insert = sql.SQL(
-            "INSERT INTO {} (store_id, key, fingerprint, created_at) VALUES (%s, %s, %s, %s)"
-            " ON CONFLICT DO NOTHING RETURNING 1"
+        self._insert_key_statement: Composed = SQL(
+            "INSERT INTO {} (store_id, key, fingerprint, created_at, status, body,"
+            " content_type, key_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
         ).format(table)
-        self._select_for_update = sql.SQL(
-            "SELECT fingerprint, created_at, status, body, content_type FROM {}"
-            " WHERE store_id = %s AND key = %s FOR UPDATE"
+        self._select_key: Composed = SQL(
+            "SELECT fingerprint, created_at, status, body, content_type, key_id FROM {}"
+            " WHERE store_id = %s AND key = %s AND status IS NOT NULL"
         ).format(table)
-        self._take_over = sql.SQL(
-            "UPDATE {} SET fingerprint = %s, created_at = %s,"
-            " status = NULL, body = NULL, content_type = NULL"
-            " WHERE store_id = %s AND key = %s"
-        ).format(table)
-        self._finish = sql.SQL(
-            "UPDATE {} SET status = %s, body = %s, content_type = %s"
-            " WHERE store_id = %s AND key = %s AND status IS NULL"
-        ).format(table)
-        self._abandon = sql.SQL(
-            "DELETE FROM {} WHERE store_id = %s AND key = %s AND status IS NULL"
-        ).format(table)
-        self._purge = sql.SQL("DELETE FROM {} WHERE created_at < %s").format(table)
+        self._purge: Composed = SQL("DELETE FROM {} WHERE created_at < %s").format(table)
 
-        self._pool: ConnectionPool[Connection[tuple[Any, ...]]] = ConnectionPool(
-            dsn,
-            min_size=1,
-            max_size=4,
-            open=True,
-            kwargs={"connect_timeout": _POSTGRES_CONNECT_TIMEOUT_SECONDS},
-            name="webround-idempotency",
-            # A connection the server closed (a restart) is replaced before use, instead
-            # of failing the request that happens to draw it.
-            check=ConnectionPool.check_connection,
-        )
+    @property
+    def key_place(self) -> str:
+        return f"postgresql schema {self.datastore.schema}"
+
+    def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Sequence[int] | None:
+        record: KeyRecord | None = kwargs.get("idempotency")
         try:
-            self._pool.wait(timeout=_POSTGRES_POOL_WAIT_SECONDS)
-            self._migrate(schema)
-        except BaseException:
-            self._pool.close()
+            notification_ids: Sequence[int] | None = super().insert_events(stored_events, **kwargs)
+        except IntegrityError as error:
+            if record is not None and _on_key_table(error):
+                raise _refused_key(record) from None
+            raise
+        return notification_ids
+
+    def _insert_events(self, curs: Any, stored_events: Sequence[Any], **kwargs: Any) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        record: KeyRecord | None = kwargs.get("idempotency")
+        if record is not None:
+            self._write_key(curs, record)
+
+    def _write_key(self, curs: Any, record: KeyRecord) -> None:
+        answer = record.answer
+        curs.execute(self._delete_stale, (record.store_id, record.key, _expiry(record)))
+        curs.execute(
+            self._insert_key_statement,
+            (
+                record.store_id,
+                record.key,
+                record.fingerprint,
+                record.recorded_at,
+                answer.status,
+                answer.body,
+                answer.content_type,
+                record.key_id,
+            ),
+        )
+
+    @retry((InterfaceError, OperationalError), max_attempts=3, wait=0.1)
+    def select_key(self, store_id: UUID, key: str) -> KeyRecord | None:
+        with self.datastore.get_connection() as connection:
+            row = connection.execute(self._select_key, (store_id, key)).fetchone()
+        return None if row is None else _record(store_id, key, row, row["created_at"])
+
+    def insert_key(self, record: KeyRecord) -> None:
+        try:
+            with self.datastore.transaction(commit=True) as curs:
+                self._write_key(curs, record)
+        except IntegrityError as error:
+            if _on_key_table(error):
+                raise _refused_key(record) from None
             raise
 
-    def _migrate(self, schema: str | None) -> None:
-        # The advisory lock keeps processes starting together from racing on the catalog
-        # (concurrent CREATE … IF NOT EXISTS can still fail on a unique index).
-        with self._pool.connection() as connection:
-            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_ID,))
-            if self._create_schema is not None:
-                # CREATE SCHEMA needs the CREATE privilege even when the schema exists.
-                exists = connection.execute(
-                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
-                ).fetchone()
-                if exists is None:
-                    connection.execute(self._create_schema)
-            connection.execute(self._create_table)
-            connection.execute(self._create_index)
+    def purge_keys(self, before: datetime) -> int:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self._purge, (before,))
+            return curs.rowcount
 
-    def begin(self, store_id: UUID, key: str, fingerprint: str, now: datetime) -> Outcome:
-        _check_key(key)
-        _check_now(now)
-        # One read-committed transaction: each statement sees the latest commits, so a row
-        # deleted between the conflicting INSERT and the SELECT is simply inserted anew.
-        with self._pool.connection() as connection:
-            for _ in range(_POSTGRES_BEGIN_ATTEMPTS):
-                inserted = connection.execute(
-                    self._insert, (store_id, key, fingerprint, now)
-                ).fetchone()
-                if inserted is not None:
-                    return Proceed()
-                row = connection.execute(self._select_for_update, (store_id, key)).fetchone()
-                if row is not None:
-                    break
-            else:
-                raise RuntimeError(f"idempotency key {key!r} keeps changing under us")
-            stored_fingerprint, created_at, status, body, content_type = row
-            entry = _Entry(
-                fingerprint=stored_fingerprint,
-                age=now - created_at,
-                response=None if status is None else _response(status, body, content_type),
+
+def _on_key_table(error: IntegrityError) -> bool:
+    """Whether a unique violation is about a key's record (not about the events)."""
+    cause = error.__cause__
+    return isinstance(cause, psycopg.errors.UniqueViolation) and cause.diag.table_name == TABLE
+
+
+def _expiry(record: KeyRecord) -> datetime:
+    return record.recorded_at - ENTRY_TTL
+
+
+# SQLite ----------------------------------------------------------------------------------
+
+_SQLITE_CREATE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS webround_idempotency ("
+    " store_id TEXT NOT NULL,"
+    " key TEXT NOT NULL,"
+    " fingerprint TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " status INTEGER NOT NULL,"
+    " body BLOB NOT NULL,"
+    " content_type TEXT NOT NULL,"
+    " key_id TEXT,"
+    " PRIMARY KEY (store_id, key))"
+)
+_SQLITE_CREATE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS webround_idempotency_created_at"
+    " ON webround_idempotency (created_at)"
+)
+_SQLITE_DELETE_STALE = (
+    "DELETE FROM webround_idempotency WHERE store_id = ? AND key = ? AND created_at < ?"
+)
+_SQLITE_INSERT = (
+    "INSERT INTO webround_idempotency (store_id, key, fingerprint, created_at, status,"
+    " body, content_type, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_SELECT = (
+    "SELECT fingerprint, created_at, status, body, content_type, key_id"
+    " FROM webround_idempotency WHERE store_id = ? AND key = ?"
+)
+_SQLITE_PURGE = "DELETE FROM webround_idempotency WHERE created_at < ?"
+
+
+class KeyedSQLiteRecorder(SQLiteApplicationRecorder):
+    """eventsourcing's SQLite application recorder, recording Idempotency-Keys with the
+    events in the application's own file. Times are integer microseconds since the epoch."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            _SQLITE_CREATE_TABLE,
+            _SQLITE_CREATE_INDEX,
+        ]
+
+    @property
+    def key_place(self) -> str:
+        return f"sqlite {self.datastore.pool.db_name}"
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[Any], **kwargs: Any
+    ) -> Sequence[int] | None:
+        record: KeyRecord | None = kwargs.get("idempotency")
+        if record is not None:
+            self._write_key(c, record)
+        return super()._insert_events(c, stored_events, **kwargs)
+
+    def _write_key(self, c: SQLiteCursor, record: KeyRecord) -> None:
+        answer = record.answer
+        c.execute(
+            _SQLITE_DELETE_STALE, (str(record.store_id), record.key, _micros(_expiry(record)))
+        )
+        try:
+            c.execute(
+                _SQLITE_INSERT,
+                (
+                    str(record.store_id),
+                    record.key,
+                    record.fingerprint,
+                    _micros(record.recorded_at),
+                    answer.status,
+                    answer.body,
+                    answer.content_type,
+                    record.key_id,
+                ),
             )
-            outcome = _judge(entry, fingerprint)
-            if outcome is not None:
-                return outcome
-            connection.execute(self._take_over, (fingerprint, now, store_id, key))
-            return Proceed()
+        except sqlite3.IntegrityError:
+            # Raised inside the transaction: it rolls back whole, events included.
+            raise _refused_key(record) from None
 
-    def finish(self, store_id: UUID, key: str, response: StoredResponse) -> None:
-        _check_key(key)
-        with self._pool.connection() as connection:
-            connection.execute(
-                self._finish,
-                (response.status, response.body, response.content_type, store_id, key),
-            )
+    def select_key(self, store_id: UUID, key: str) -> KeyRecord | None:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_SQLITE_SELECT, (str(store_id), key))
+            row = c.fetchone()
+        if row is None:
+            return None
+        return _record(store_id, key, row, _EPOCH + row["created_at"] * _MICROSECOND)
 
-    def abandon(self, store_id: UUID, key: str) -> None:
-        _check_key(key)
-        with self._pool.connection() as connection:
-            connection.execute(self._abandon, (store_id, key))
+    def insert_key(self, record: KeyRecord) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            self._write_key(c, record)
 
-    def purge(self, now: datetime) -> int:
-        _check_now(now)
-        with self._pool.connection() as connection:
-            return connection.execute(self._purge, (now - ENTRY_TTL,)).rowcount
+    def purge_keys(self, before: datetime) -> int:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(_SQLITE_PURGE, (_micros(before),))
+            c.execute("SELECT changes()")
+            deleted: int = c.fetchone()[0]
+            return deleted
 
-    def close(self) -> None:
-        self._pool.close()
+
+def _micros(moment: datetime) -> int:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("idempotency times must be timezone-aware")
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+class KeyedPostgresFollowerRecorder(KeyedPostgresRecorder, PostgresFollowerRecorder):
+    """A keyed recorder that followers also write into (its saves may carry tracking
+    records: the webhooks store, which the webhook policies follow into)."""
+
+
+class KeyedSQLiteFollowerRecorder(KeyedSQLiteRecorder, SqliteFollowerRecorder):
+    """`KeyedPostgresFollowerRecorder` for SQLite."""
+
+
+def follower_recorder_topic(embedded: bool) -> str:
+    """The eventsourcing topic of the keyed process recorder of a mode."""
+    return get_topic(KeyedSQLiteFollowerRecorder if embedded else KeyedPostgresFollowerRecorder)

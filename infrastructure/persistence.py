@@ -17,7 +17,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment
 
+from infrastructure.idempotency import follower_recorder_topic, recorder_topic
 from infrastructure.settings import Settings, SettingsError
+
+# The applications whose commands take Idempotency-Keys: their recorders write a key's
+# record in the transaction of the command's events (ADR 0023).
+KEYED_APPLICATIONS = frozenset({"commerce", "webhooks"})
 
 
 def application_env(settings: Settings, application_name: str) -> dict[str, str]:
@@ -39,21 +44,19 @@ def application_env(settings: Settings, application_name: str) -> dict[str, str]
             "PERSISTENCE_MODULE": "infrastructure.persistence:SharedPostgresFactory",
             **postgres_env(settings.database_url),
         }
-    recorder = _RECORDERS.get(application_name)
-    if recorder is not None:
-        kind = "Sqlite" if settings.database_url is None else "Postgres"
-        env["PROCESS_RECORDER_TOPIC"] = recorder.format(kind=kind)
+    if application_name in KEYED_APPLICATIONS:
+        env["APPLICATION_RECORDER_TOPIC"] = recorder_topic(settings.embedded)
+    if application_name == "dispatch":
+        # The dispatch store's recorder also writes the delivery schedule, in the same
+        # transaction as the events (infrastructure/schedule.py).
+        kind = "Sqlite" if settings.embedded else "Postgres"
+        env["PROCESS_RECORDER_TOPIC"] = f"infrastructure.schedule:{kind}DispatchRecorder"
+    if application_name == "webhooks":
+        # A process application: the webhook policies follow the attempts into it,
+        # their saves carrying tracking records, and its commands take keys.
+        env["PROCESS_RECORDER_TOPIC"] = follower_recorder_topic(settings.embedded)
     prefix = application_name.upper()
     return {f"{prefix}_{key}": value for key, value in env.items()}
-
-
-# Applications that followers write into (their saves carry tracking records), by name
-# (named rather than imported, to keep this module free of the applications): the
-# dispatch store's recorder also writes the delivery schedule (infrastructure/schedule.py).
-_RECORDERS = {
-    "dispatch": "infrastructure.schedule:{kind}DispatchRecorder",
-    "webhooks": "infrastructure.tracking:{kind}FollowerRecorder",
-}
 
 
 def postgres_env(database_url: str) -> dict[str, str]:

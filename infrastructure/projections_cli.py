@@ -20,13 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from infrastructure.settings import Settings
+from infrastructure.terminal import ProgressBar, rate
 from projections.readmodels import BY_NAME, READ_MODELS
 
 if TYPE_CHECKING:
     from infrastructure.readmodels import ReadModelStore
-
-BAR_WIDTH = 24
-REDRAW_SECONDS = 0.1  # the progress line is redrawn at most this often (and at the end)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -132,52 +130,11 @@ def rebuild(
     for name, read, seconds in results:
         print(
             f"{name.ljust(width)}  {read:>9,} events  {seconds:8.2f} s  "
-            f"{_rate(read, seconds):>9,.0f} events/s",
+            f"{rate(read, seconds):>9,.0f} events/s",
             file=out,
         )
     out.flush()
     return 0
-
-
-class ProgressBar:
-    """One ``\\r``-redrawn line: model, a bar, events done/total, percent, events/s."""
-
-    def __init__(self, label: str, stream: TextIO, clock: Callable[[], float]) -> None:
-        self.label = label
-        self.stream = stream
-        self.clock = clock
-        self.started = clock()
-        self._drawn_at: float | None = None
-        self._length = 0
-
-    def update(self, done: int, total: int) -> None:
-        now = self.clock()
-        if self._drawn_at is not None and now - self._drawn_at < REDRAW_SECONDS:
-            return
-        self._draw(done, total, now)
-
-    def finish(self, done: int) -> None:
-        self._draw(done, done, self.clock())
-        self.stream.write("\n")
-        self.stream.flush()
-
-    def _draw(self, done: int, total: int, now: float) -> None:
-        self._drawn_at = now
-        fraction = min(done / total, 1.0) if total else 1.0
-        filled = round(fraction * BAR_WIDTH)
-        line = (
-            f"{self.label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
-            f"{done:,}/{total:,} events {fraction:4.0%} "
-            f"{_rate(done, now - self.started):,.0f} events/s"
-        )
-        # Blank out the rest of a longer previous line.
-        self.stream.write("\r" + line.ljust(self._length))
-        self._length = len(line)
-        self.stream.flush()
-
-
-def _rate(events: int, seconds: float) -> float:
-    return events / seconds if seconds > 0 else 0.0
 
 
 # status and checksum ----------------------------------------------------------------

@@ -26,13 +26,16 @@ from typing import Any
 from uuid import UUID
 
 from application.errors import InvalidRequest, NotFound
+from application.views import timestamp
+from domain.delivery import EVENT_ID_PATTERN, TEST_EVENT_PREFIX, is_test_event
 from domain.event_types import EVENT_CLASSES
+from domain.webhook import matches
 from infrastructure.readmodels import ReadModelStore
 
 JSON = dict[str, Any]
 MAX_LIMIT = 200
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
-EVENT_ID = re.compile(r"^evt_[0-9a-f]{32}$")
+EVENT_ID = re.compile(EVENT_ID_PATTERN)
 _MOMENT = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
 )
@@ -59,8 +62,18 @@ class Queries:
         limit: int = 50,
         cursor: str | None = None,
         newest_first: bool = True,
+        test: bool = False,
     ) -> JSON:
+        """The store's events; with ``test``, its test events instead (ADR 0027). Test
+        events come from no log position, so they page by time and id."""
         where = _Where("store_id = ?", str(store_id))
+        if test:
+            where.prefix("event_id", TEST_EVENT_PREFIX)
+            where.add("position = 0")  # every test event's: the (store, position) index finds them
+            keyset = _Keyset("test-events", ("occurred_at", "event_id"), newest_first)
+        else:
+            where.not_prefix("event_id", TEST_EVENT_PREFIX)
+            keyset = _Keyset("events", ("position",), newest_first)
         if event_type is not None:
             exact, prefix = _event_type_filter(event_type)
             if prefix is not None:
@@ -74,7 +87,7 @@ class Queries:
             "rm_events",
             "event_id, event_type, entity_id, occurred_at, initiated_by, position",
             where,
-            _Keyset("events", ("position",), newest_first),
+            keyset,
             limit,
             cursor,
         )
@@ -111,6 +124,55 @@ class Queries:
                 {"webhookId": webhook_id, "deliveries": items}
                 for webhook_id, items in by_webhook.items()
             ],
+        }
+
+    def feed(
+        self,
+        store_id: UUID,
+        *,
+        cursor: str | None,
+        event_types: Sequence[str] | None = None,
+        limit: int = 100,
+    ) -> JSON:
+        """The store's envelopes after ``cursor``, oldest first, for `webround listen`
+        (ADR 0028): ``{"data": [...], "cursor": ...}``, where the cursor always names the
+        last event read — matching ``event_types`` or not — so following the cursors
+        reads every event once. Without a cursor: none, and the cursor of the newest event
+        (listening starts now). Test events are never in the feed."""
+        keyset = _Keyset("feed", ("position",), newest_first=False)
+        after = keyset.decode(cursor)
+        if after is None:
+            rows = self._rm.query(
+                "SELECT MAX(position) AS position FROM rm_events WHERE store_id = ?",
+                (str(store_id),),
+            )
+            head = int(rows[0]["position"] or 0) if rows else 0
+            return {"data": [], "cursor": keyset.encode({"position": head})}
+        if isinstance(limit, bool) or not 1 <= limit <= MAX_LIMIT:
+            raise InvalidRequest(f"must be a whole number from 1 to {MAX_LIMIT}", "limit")
+        # Envelopes reach this table in log order, a store's at increasing positions
+        # (one dispatcher turns a store's events into envelopes in order): a position
+        # once passed never gains a row, so the cursor leaves nothing behind.
+        where = _Where("store_id = ?", str(store_id))
+        where.not_prefix("event_id", TEST_EVENT_PREFIX)
+        where.add("position > ?", after[0])
+        rows = self._rm.query(
+            "SELECT event_id, event_type, position, envelope FROM rm_events "  # noqa: S608
+            f"WHERE {where.sql} ORDER BY position LIMIT ?",
+            (*where.params, limit),
+        )
+        wanted = list(event_types) if event_types else ["*"]
+        return {
+            "data": [
+                {
+                    "eventId": r["event_id"],
+                    "eventType": r["event_type"],
+                    "envelope": json.loads(r["envelope"]),
+                }
+                for r in rows
+                if matches(wanted, r["event_type"])
+            ],
+            "cursor": keyset.encode(rows[-1]) if rows else cursor,
         }
 
     def _delivery_counts(self, store_id: UUID, event_ids: Sequence[str]) -> dict[str, JSON]:
@@ -270,31 +332,34 @@ class Queries:
     # Recover and replay ------------------------------------------------------------
 
     def failed_event_ids(
-        self, store_id: UUID, webhook_id: UUID, since: str, until: str | None = None
+        self, store_id: UUID, webhook_id: UUID, since: datetime, until: datetime | None = None
     ) -> list[str]:
-        """The events of the webhook's failed deliveries created in [since, until)."""
-        sql = (
-            "SELECT event_id FROM rm_deliveries WHERE store_id = ? AND webhook_id = ? "
-            "AND status = 'failed' AND created_at >= ?"
+        """The store events of the webhook's failed deliveries created in [since, until)
+        (never a test event's)."""
+        where = _Where("store_id = ?", str(store_id))
+        where.add("webhook_id = ?", str(webhook_id))
+        where.add("status = 'failed'")
+        where.not_prefix("event_id", TEST_EVENT_PREFIX)
+        where.time_range("created_at", *_times(since, until))
+        rows = self._rm.query(
+            f"SELECT event_id FROM rm_deliveries WHERE {where.sql} ORDER BY position",  # noqa: S608
+            where.params,
         )
-        params: list[Any] = [str(store_id), str(webhook_id), _moment(since, "since")]
-        end = _moment(until, "until")
-        if end is not None:
-            sql += " AND created_at < ?"
-            params.append(end)
-        return [r["event_id"] for r in self._rm.query(sql + " ORDER BY position", params)]
+        return [r["event_id"] for r in rows]
 
     def events_between(
-        self, store_id: UUID, since: str, until: str | None = None
+        self, store_id: UUID, since: datetime, until: datetime | None = None
     ) -> list[tuple[str, str]]:
-        """(event id, event type) of the store's events in [since, until), oldest first."""
-        sql = "SELECT event_id, event_type FROM rm_events WHERE store_id = ? AND occurred_at >= ?"
-        params: list[Any] = [str(store_id), _moment(since, "since")]
-        end = _moment(until, "until")
-        if end is not None:
-            sql += " AND occurred_at < ?"
-            params.append(end)
-        rows = self._rm.query(sql + " ORDER BY position", params)
+        """(event id, event type) of the store's events in [since, until), oldest first
+        (never a test event)."""
+        where = _Where("store_id = ?", str(store_id))
+        where.not_prefix("event_id", TEST_EVENT_PREFIX)
+        where.time_range("occurred_at", *_times(since, until))
+        rows = self._rm.query(
+            "SELECT event_id, event_type FROM rm_events "  # noqa: S608 (placeholders only)
+            f"WHERE {where.sql} ORDER BY position",
+            where.params,
+        )
         return [(r["event_id"], r["event_type"]) for r in rows]
 
     # Paging ------------------------------------------------------------------------
@@ -347,6 +412,9 @@ class _Where:
     def prefix(self, column: str, prefix: str) -> None:
         # substr, not LIKE: `_` is a LIKE wildcard and SQLite's LIKE ignores case.
         self.add(f"substr({column}, 1, {len(prefix)}) = ?", prefix)
+
+    def not_prefix(self, column: str, prefix: str) -> None:
+        self.add(f"substr({column}, 1, {len(prefix)}) <> ?", prefix)
 
     def any_of(self, column: str, patterns: Sequence[tuple[str, bool]]) -> None:
         parts, params = [], []
@@ -438,6 +506,10 @@ def _moment(value: str | None, field: str) -> str | None:
     )
 
 
+def _times(since: datetime, until: datetime | None) -> tuple[str, str | None]:
+    return timestamp(since), timestamp(until) if until is not None else None
+
+
 def newest_first(order: str | None) -> bool:
     """The `order` of a list: `newest` (the default) or `oldest` first."""
     if order is None or order == "newest":
@@ -521,6 +593,7 @@ def _event(row: JSON, counts: JSON) -> JSON:
         "entityId": row["entity_id"],
         "occurredAt": row["occurred_at"],
         "initiatedBy": row["initiated_by"],
+        "test": is_test_event(row["event_id"]),
         "deliveries": {status: int(counts.get(status, 0)) for status in DELIVERY_STATUSES},
     }
 
@@ -534,6 +607,7 @@ def _delivery(row: JSON) -> JSON:
         "status": row["status"],
         "attemptCount": int(row["attempts"]),
         "replay": bool(row["replay"]),
+        "test": is_test_event(row["event_id"]),
         "requestedBy": row["requested_by"],
         "createdAt": row["created_at"],
         "lastAttemptAt": row["last_attempt_at"],

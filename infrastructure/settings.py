@@ -76,6 +76,12 @@ def _database_url(value: str) -> str:
     return value
 
 
+def _api_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise SettingsError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8000")
+    return value.rstrip("/")
+
+
 def _log_format(value: str) -> str:
     if value not in ("text", "json"):
         raise SettingsError("must be text or json")
@@ -179,6 +185,20 @@ SETTINGS: tuple[Setting, ...] = (
         "API's `GET /metrics` has the queue and projection gauges and its own counters.",
         _port,
     ),
+    Setting(
+        "WEBROUND_API_URL",
+        None,
+        "The service the API commands (`webround webhooks`, `events`, `deliveries` and "
+        "`listen`) talk to; unset, `http://WEBROUND_HOST:WEBROUND_PORT` (`--api-url` "
+        "overrides it).",
+        _api_url,
+    ),
+    Setting(
+        "WEBROUND_API_KEY",
+        None,
+        "The API key those commands authenticate with (a store's key, `wr_…`). Kept out of "
+        "the command line so that it shows in no shell history or process list.",
+    ),
 )
 
 
@@ -199,6 +219,8 @@ class Settings:
     port: int = 8000
     log_format: str = "text"
     metrics_port: int | None = None
+    api_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -212,6 +234,15 @@ class Settings:
             except (SettingsError, ValueError) as error:
                 raise SettingsError(f"{setting.name}: {error}") from None
         return cls(**values)
+
+    @property
+    def service_url(self) -> str:
+        """Where the API commands find the service: `WEBROUND_API_URL`, else this
+        machine's `serve` or `api` on WEBROUND_HOST and WEBROUND_PORT."""
+        if self.api_url:
+            return self.api_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
     def embedded(self) -> bool:

@@ -2,22 +2,23 @@
 
 `build_envelope` takes the domain event, its position in the commerce log, and a
 `lookup` that answers any entity's JSON view *as it was at that position*; it returns
-the envelope and its body bytes. The shape of ``data`` is the event catalog's contract
-(`application.catalog`): the entity, its relations, and the event's ``change``.
+the envelope and its body bytes (assembled by `application.envelope_format`). The shape
+of ``data`` is the event catalog's contract (`application.catalog`): the entity, its
+relations, and the event's ``change``.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from application import views
+from application.envelope_format import assemble
 from application.ports import BuiltEnvelope, Lookup
 from domain.base import actor_of
-from domain.delivery import envelope_id_of, event_id_of
+from domain.delivery import event_id_of
 from domain.event_types import event_type
 
 JSON = dict[str, Any]
@@ -28,30 +29,14 @@ def build_envelope(
 ) -> BuiltEnvelope:
     """The envelope of ``domain_event``; ``entity`` is its aggregate's view just after it."""
     name = event_type(domain_event)
-    event_id = event_id_of(domain_event.originator_id, domain_event.originator_version)
-    envelope: JSON = {
-        "envelopeId": str(envelope_id_of(event_id)),
-        "eventType": name,
-    }
-    actor = actor_of(domain_event)
-    if actor.kind != "unknown":
-        envelope["initiatedBy"] = actor.email  # None for the system: JSON null
-    envelope.update(
-        {
-            "storeId": str(store_id),
-            "occurredAt": views.timestamp(domain_event.timestamp),
-            "eventId": event_id,
-            "data": data(name, entity, lookup, change(domain_event)),
-        }
-    )
-    return BuiltEnvelope(
-        event_id=event_id,
-        envelope_id=envelope_id_of(event_id),
+    return assemble(
+        event_id=event_id_of(domain_event.originator_id, domain_event.originator_version),
         event_type=name,
+        actor=actor_of(domain_event),
         store_id=store_id,
         entity_id=domain_event.originator_id,
         occurred_at=domain_event.timestamp,
-        body=json.dumps(envelope, separators=(",", ":"), ensure_ascii=False),
+        data=data(name, entity, lookup, change(domain_event)),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from application import views
-from domain.delivery import DeliveryAttempted, DeliveryScheduled, EnvelopeCreated
+from domain.delivery import DeliveryAttempted, DeliveryScheduled, EnvelopeCreated, is_test_event
 from domain.event_types import EVENT_TYPES
 from domain.tenancy import Store
 from domain.values import Actor
@@ -190,6 +190,11 @@ ATTEMPTS_TABLE = Table(
 )
 
 
+def _asked(scheduled: Any) -> bool:
+    """Whether someone asked for this delivery: a "Send again", or a test event."""
+    return bool(scheduled.replay) or is_test_event(scheduled.event_id)
+
+
 def _deliveries(source: str, position: int, event: Any, context: Context) -> list[Operation]:
     e: Any = event
     if isinstance(event, DeliveryScheduled):
@@ -205,7 +210,7 @@ def _deliveries(source: str, position: int, event: Any, context: Context) -> lis
                     "status": "pending",
                     "attempts": 0,
                     "replay": int(e.replay),
-                    "requested_by": _actor(e.actor) if e.replay else None,
+                    "requested_by": _actor(e.actor) if _asked(e) else None,
                     "created_at": _ts(e.timestamp),
                     "last_attempt_at": None,
                     "last_status_code": None,
@@ -457,13 +462,19 @@ def _audit(source: str, position: int, event: Any, context: Context) -> list[Ope
     elif kind.startswith("Webhook."):
         entry = _webhook_entry(source, position, e, kind.split(".", 1)[1], context)
     elif isinstance(event, DeliveryScheduled):
+        if e.replay:
+            kind, summary = "delivery.sent_again", f"{e.event_type} sent again"
+        elif is_test_event(e.event_id):
+            kind, summary = "delivery.test", f"test {e.event_type} to deliver"
+        else:
+            kind, summary = "delivery.created", f"{e.event_type} to deliver"
         entry = _entry(
             source,
             position,
             e,
             store_id=e.store_id,
-            kind="delivery.sent_again" if e.replay else "delivery.created",
-            summary=(f"{e.event_type} sent again" if e.replay else f"{e.event_type} to deliver"),
+            kind=kind,
+            summary=summary,
             actor=_actor(e.actor),
             webhook_id=e.webhook_id,
             event_id=e.event_id,
@@ -525,6 +536,16 @@ def _webhook_entry(
             kind="webhook.secret_rotated",
             summary=f"signing secret rotated; the previous one signs until {until}",
             details={"previousSecretExpiresAt": until},
+            **common,
+        )
+    if name == "SecretShownAgain":
+        return _entry(
+            source,
+            position,
+            e,
+            kind="webhook.secret_shown_again",
+            summary=f"signing secret shown again to API key {e.key_id} (a repeated request)",
+            details={"keyId": e.key_id, "idempotencyKey": e.idempotency_key},
             **common,
         )
     if name == "Deleted":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from types import FrameType
+
+import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -55,3 +59,17 @@ def create_app(services: Services) -> Starlette:
     )
     app.state.services = services
     return app
+
+
+class Server(uvicorn.Server):
+    """uvicorn, telling the services as soon as a signal asks it to stop: requests that
+    wait (the events feed's long poll) then answer at once, so a graceful shutdown does
+    not wait for them."""
+
+    def __init__(self, config: uvicorn.Config, stopping: threading.Event) -> None:
+        super().__init__(config)
+        self._stopping = stopping
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._stopping.set()
+        super().handle_exit(sig, frame)

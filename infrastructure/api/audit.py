@@ -24,7 +24,8 @@ AUDIT_ENTRY: s.Schema = {
             "type": "string",
             "examples": ["webhook.updated", "delivery.sent_again", "delivery.failed"],
             "description": "What happened: `store.created`, `api_key.created|revoked`, "
-            "`webhook.created|updated|enabled|disabled|secret_rotated|deleted`, "
+            "`webhook.created|updated|enabled|disabled|secret_rotated|secret_shown_again|"
+            "recovered|replayed|deleted`, "
             "`delivery.created|sent_again|succeeded|attempt_failed|failed`.",
         },
         "actor": {

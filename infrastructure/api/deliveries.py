@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from application.catalog import ID, TIMESTAMP
+from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
 from infrastructure.api.webhooks import PAGING, page_limit
@@ -19,8 +20,9 @@ from infrastructure.queries import DELIVERY_STATUSES, Queries, newest_first
 
 EVENT_ID: s.Schema = {
     "type": "string",
-    "pattern": "^evt_[0-9a-f]{32}$",
-    "description": "A store event's id: the `webhook-id` header and `eventId` of its envelope.",
+    "pattern": EVENT_ID_PATTERN,
+    "description": "A store event's id (a test event's starts `evt_test_`): the `webhook-id` "
+    "header and `eventId` of its envelope.",
     "examples": ["evt_" + "0" * 32],
 }
 NULLABLE_TIMESTAMP: s.Schema = {"anyOf": [TIMESTAMP, {"type": "null"}]}
@@ -117,9 +119,14 @@ DELIVERY: s.Schema = {
         "status": {"type": "string", "enum": list(DELIVERY_STATUSES)},
         "attemptCount": {"type": "integer", "minimum": 0},
         "replay": {"type": "boolean", "description": "true for a “Send again”."},
+        "test": {
+            "type": "boolean",
+            "description": "true for a test event's delivery (POST /v1/webhooks/{id}/test).",
+        },
         "requestedBy": {
             "type": ["string", "null"],
-            "description": "Who asked to send again: an email, `system`, or null.",
+            "description": "Who asked to send again or sent the test event: an email, "
+            "`system`, or null.",
         },
         "createdAt": TIMESTAMP,
         "lastAttemptAt": NULLABLE_TIMESTAMP,
@@ -135,6 +142,7 @@ DELIVERY: s.Schema = {
         "status",
         "attemptCount",
         "replay",
+        "test",
         "requestedBy",
         "createdAt",
         "lastAttemptAt",

@@ -9,11 +9,12 @@ handler in a worker thread (our applications are synchronous), answer JSON or a 
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from jsonschema import Draft202012Validator, validators
@@ -24,21 +25,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from application.errors import InvalidRequest, NotFound, Unauthenticated
+from application.idempotency import AlreadyAnswered, Answer, KeyedCommand, KeyRecord, keyed
 from application.webhooks import Principal
 from domain.values import Actor
 from infrastructure.api.problems import ApiProblem, problem_for
 from infrastructure.bootstrap import Services
-from infrastructure.idempotency import (
-    InProgress,
-    Mismatch,
-    Proceed,
-    Replay,
-    StoredResponse,
-    fingerprint,
-)
+from infrastructure.idempotency import MAX_KEY_LENGTH, fingerprint, sealing_context
 
 JSON = dict[str, Any]
 MAX_BODY = 1024 * 1024
+IDEMPOTENCY_KEY = "Idempotency-Key"
+# Answers that show a signing secret must not be kept by any cache (ADR 0024).
+NO_STORE = {"Cache-Control": "no-store"}
 
 # JSON Schema counts 2.0 as an integer; our quantities, stock levels and timeouts are
 # whole numbers, so a float is refused rather than stored as 2.0 or multiplied into money.
@@ -72,11 +70,16 @@ class QueryParam:
     description: str
 
 
+# Handlers are synchronous (run in a worker thread), or coroutines for the few that wait
+# without holding a thread (the events feed's long poll).
+Handler = Callable[[Call], JSON | None] | Callable[[Call], Awaitable[JSON | None]]
+
+
 @dataclass(frozen=True)
 class Endpoint:
     method: str
     path: str
-    handler: Callable[[Call], JSON | None]
+    handler: Handler
     operation_id: str
     summary: str
     tag: str
@@ -86,6 +89,9 @@ class Endpoint:
     command: bool = False  # records something: takes Idempotency-Key and initiatedBy
     errors: tuple[int, ...] = ()
     query: tuple[QueryParam, ...] = ()
+    # Adds what is not the command's own result to its answer (a webhook's circuit).
+    present: Callable[[Call, JSON], JSON] | None = None
+    reveals_secret: bool = False  # the answer shows a signing secret (ADR 0024)
     _validator: Any = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -115,54 +121,100 @@ class Endpoint:
         key = request.headers.get("idempotency-key")
         if not (self.command and key):
             return await self._run(call)
-        return await self._run_once(call, key, fingerprint(self.method, request.url.path, raw))
+        if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+            raise InvalidRequest("must be 1 to 255 printable characters", field=IDEMPOTENCY_KEY)
+        print_ = fingerprint(self.method, request.url.path, raw)
+        return await run_in_threadpool(self._run_once, call, key, print_)
 
     async def _run(self, call: Call) -> Response:
-        result = await run_in_threadpool(self.handler, call)
-        if result is None:
-            return Response(status_code=204)
-        return JSONResponse(result, status_code=self.status)
+        result: JSON | None
+        if inspect.iscoroutinefunction(self.handler):
+            result = await self.handler(call)  # waits without holding a thread (a long poll)
+        else:
+            result = await run_in_threadpool(
+                cast(Callable[[Call], JSON | None], self.handler), call
+            )
+        return self._respond(call, result)
 
-    async def _run_once(self, call: Call, key: str, print_: str) -> Response:
-        store = call.services.idempotency
-        if not 0 < len(key) <= 255 or not key.isprintable():
-            raise InvalidRequest("must be 1 to 255 printable characters", field="Idempotency-Key")
-        outcome = await run_in_threadpool(
-            store.begin, call.store_id, key, print_, datetime.now(UTC)
-        )
-        # Stored answers are sealed like every other confidential value: the answer to
-        # creating a webhook holds its signing secret.
-        context = f"idempotency:{call.store_id}:{key}"
-        match outcome:
-            case Replay(response=stored):
-                return Response(
-                    call.services.keeper.open_bytes(stored.body.decode(), context),
-                    status_code=stored.status,
-                    media_type=stored.content_type,
-                    headers={"Idempotent-Replayed": "true"},
-                )
-            case InProgress():
-                raise ApiProblem(409, "a request with this Idempotency-Key is still running")
-            case Mismatch():
-                raise InvalidRequest(
-                    "this Idempotency-Key was used with a different request",
-                    field="Idempotency-Key",
-                )
-            case Proceed():
-                pass
+    def _respond(self, call: Call, result: JSON | None) -> Response:
+        headers = NO_STORE if self.reveals_secret else None
+        if result is None:
+            return Response(status_code=204, headers=headers)
+        if self.present is not None:
+            result = self.present(call, result)
+        return JSONResponse(result, status_code=self.status, headers=headers)
+
+    def _run_once(self, call: Call, key: str, print_: str) -> Response:
+        """Run a keyed command at most once (ADR 0023): answer a recorded key's answer;
+        else run it, its answer recorded by the save that records its events, or on its
+        own when it saved none (a refusal; a command of the dispatch store)."""
+        ledger = call.services.idempotency
+        now = datetime.now(UTC)
+        found = ledger.find(call.store_id, key, now)
+        if found is not None:
+            return self._replay(call, key, print_, found)
+        sent: list[Response] = []
+
+        def answer(result: JSON | None) -> Answer:
+            sent.append(self._respond(call, result))
+            return _stored(call, key, sent[-1])
+
+        command = KeyedCommand(call.store_id, key, print_, call.principal.key_id, now, answer)
         try:
-            response = await self._run(call)
+            with keyed(command):
+                # Commands are plain functions: only reads wait as coroutines.
+                result = cast(Callable[[Call], JSON | None], self.handler)(call)
+        except AlreadyAnswered:
+            return self._replay_first(call, key, print_)
         except Exception as error:
             response = problem_for(error)
-        if response.status_code >= 500:
-            await run_in_threadpool(store.abandon, call.store_id, key)
+            if response.status_code >= 500:
+                return response  # nothing was done: a retry may run it
         else:
-            sealed = call.services.keeper.seal_bytes(bytes(response.body), context)
-            stored = StoredResponse(
-                response.status_code, sealed.encode(), response.media_type or ""
-            )
-            await run_in_threadpool(store.finish, call.store_id, key, stored)
+            if command.recorded is not None:
+                return sent[-1]  # the very bytes recorded with the events
+            response = self._respond(call, result)
+        try:
+            ledger.remember(command.record_with(_stored(call, key, response)))
+        except AlreadyAnswered:
+            return self._replay_first(call, key, print_)
         return response
+
+    def _replay_first(self, call: Call, key: str, print_: str) -> Response:
+        """Answer as the request that recorded the key first (this one recorded nothing)."""
+        found = call.services.idempotency.find(call.store_id, key, datetime.now(UTC))
+        if found is None:  # recorded and then purged at once: no answer to give
+            raise ApiProblem(409, "a request with this Idempotency-Key was just answered")
+        return self._replay(call, key, print_, found)
+
+    def _replay(self, call: Call, key: str, print_: str, record: KeyRecord) -> Response:
+        if record.fingerprint != print_:
+            raise InvalidRequest(
+                "this Idempotency-Key was used with a different request", field=IDEMPOTENCY_KEY
+            )
+        if record.key_id != call.principal.key_id:
+            # An answer is given back only to the API key that asked (ADR 0024).
+            raise InvalidRequest(
+                "this Idempotency-Key was used by another API key of this store",
+                field=IDEMPOTENCY_KEY,
+            )
+        stored = record.answer
+        context = sealing_context(call.store_id, key)
+        body = call.services.keeper.open_bytes(stored.body.decode(), context)
+        headers = {"Idempotent-Replayed": "true"}
+        if self.reveals_secret and stored.status < 300:
+            # Shown again only once the showing is in the webhook's audit trail.
+            webhook_id = UUID(json.loads(body)["id"])
+            call.services.webhooks.record_secret_shown_again(
+                call.store_id, webhook_id, call.principal.key_id, key, call.actor
+            )
+            headers |= NO_STORE
+        return Response(
+            body,
+            status_code=stored.status,
+            media_type=stored.content_type or None,
+            headers=headers,
+        )
 
     def _validate(self, raw: bytes) -> JSON:
         if self._validator is None:
@@ -179,6 +231,12 @@ class Endpoint:
             )
         validated: JSON = body
         return validated
+
+
+def _stored(call: Call, key: str, response: Response) -> Answer:
+    context = sealing_context(call.store_id, key)
+    sealed = call.services.keeper.seal_bytes(bytes(response.body), context)
+    return Answer(response.status_code, sealed.encode(), response.media_type or "")
 
 
 def routes(endpoints: list[Endpoint]) -> list[Route]:

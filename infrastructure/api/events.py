@@ -3,9 +3,15 @@ envelope again (§6 "Send again")."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from uuid import UUID
 
+from starlette.concurrency import run_in_threadpool
+
 from application.catalog import ID, TIMESTAMP
+from application.errors import InvalidRequest
+from domain.webhook import check_event_types
 from infrastructure.api import schemas as s
 from infrastructure.api.deliveries import (
     DELIVERY_WITH_ATTEMPTS,
@@ -17,7 +23,11 @@ from infrastructure.api.deliveries import (
     time_range,
 )
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
+from infrastructure.api.webhooks import page_limit
 from infrastructure.queries import DELIVERY_STATUSES
+
+MAX_WAIT = 25  # seconds a feed request may wait: below common proxies' idle timeouts
+FEED_POLL_SECONDS = 0.25  # how often a waiting feed request looks for new envelopes
 
 
 def _list(call: Call) -> JSON:
@@ -28,8 +38,48 @@ def _list(call: Call) -> JSON:
         entity_id=q.get("entityId"),
         since=q.get("since"),
         until=q.get("until"),
+        test=_flag(q.get("test"), "test"),
         **paging(call),
     )
+
+
+async def _feed(call: Call) -> JSON:
+    """The long poll `webround listen` follows (ADR 0028): answer as soon as there are
+    envelopes after the cursor, or after ``wait`` seconds with none (and the cursor moved
+    past any events the filter left out)."""
+    wait = _whole(call.query.get("wait", "0"), "wait", MAX_WAIT)
+    limit = page_limit(call, default=100)
+    raw_types = call.query.get("eventTypes")
+    types = check_event_types(raw_types.split(",")) if raw_types else None
+    cursor = call.query.get("cursor") or None
+    deadline = time.monotonic() + wait
+    while True:
+        page: JSON = await run_in_threadpool(
+            queries(call).feed, call.store_id, cursor=cursor, event_types=types, limit=limit
+        )
+        if (
+            page["data"]
+            or cursor is None
+            or time.monotonic() >= deadline
+            or call.services.stopping.is_set()
+        ):
+            return page
+        cursor = page["cursor"]
+        await asyncio.sleep(FEED_POLL_SECONDS)
+
+
+def _flag(value: str | None, field: str) -> bool:
+    if value is None or value == "false":
+        return False
+    if value == "true":
+        return True
+    raise InvalidRequest("must be true or false", field)
+
+
+def _whole(value: str, field: str, maximum: int) -> int:
+    if not (value.isascii() and value.isdigit()) or int(value) > maximum:
+        raise InvalidRequest(f"must be a whole number from 0 to {maximum}", field)
+    return int(value)
 
 
 def _send_again(call: Call) -> JSON:
@@ -73,6 +123,10 @@ EVENT: s.Schema = {
             "type": ["string", "null"],
             "description": "The person who caused it; null for the system or when unknown.",
         },
+        "test": {
+            "type": "boolean",
+            "description": "true for a test event (POST /v1/webhooks/{id}/test): sample data.",
+        },
         "deliveries": {
             "type": "object",
             "description": "How many of the event's deliveries are in each state.",
@@ -81,7 +135,15 @@ EVENT: s.Schema = {
             "additionalProperties": False,
         },
     },
-    "required": ["eventId", "eventType", "entityId", "occurredAt", "initiatedBy", "deliveries"],
+    "required": [
+        "eventId",
+        "eventType",
+        "entityId",
+        "occurredAt",
+        "initiatedBy",
+        "test",
+        "deliveries",
+    ],
     "additionalProperties": False,
 }
 ENVELOPE: s.Schema = {
@@ -95,6 +157,7 @@ ENVELOPE: s.Schema = {
         "occurredAt": TIMESTAMP,
         "eventId": EVENT_ID,
         "data": {"type": "object"},
+        "test": {"const": True, "description": "Present only in a test event's envelope."},
     },
     "required": ["envelopeId", "eventType", "storeId", "occurredAt", "eventId", "data"],
 }
@@ -121,7 +184,67 @@ EVENT_DETAIL: s.Schema = {
     "required": [*EVENT["required"], "envelope", "deliveriesByWebhook"],
 }
 
+FEED: s.Schema = {
+    "type": "object",
+    "properties": {
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "eventId": EVENT_ID,
+                    "eventType": {"type": "string"},
+                    "envelope": ENVELOPE,
+                },
+                "required": ["eventId", "eventType", "envelope"],
+                "additionalProperties": False,
+            },
+        },
+        "cursor": {
+            "type": "string",
+            "description": "Where this answer ends: send it with the next request to read on "
+            "without missing or repeating an event.",
+        },
+    },
+    "required": ["data", "cursor"],
+    "additionalProperties": False,
+}
+
 ENDPOINTS = [
+    Endpoint(
+        "GET",
+        "/v1/events/feed",
+        _feed,
+        "follow_events",
+        "Follow the store's events as they happen (long poll): the envelopes after a cursor, "
+        "oldest first, waiting up to `wait` seconds for one. Without a cursor: none yet, and "
+        "the cursor of now. Test events are not in the feed.",
+        "Events",
+        response=FEED,
+        errors=(401, 422),
+        query=(
+            QueryParam(
+                "cursor",
+                {"type": "string"},
+                "The `cursor` of the previous answer; none to start from now.",
+            ),
+            QueryParam(
+                "eventTypes",
+                {"type": "string", "examples": ["order.*,customer.registered"]},
+                "Only these event types: names, `entity.*` or `*`, comma-separated.",
+            ),
+            QueryParam(
+                "wait",
+                {"type": "integer", "minimum": 0, "maximum": MAX_WAIT, "default": 0},
+                "Seconds to wait for an event when there is none yet.",
+            ),
+            QueryParam(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 200, "default": 100},
+                "At most this many events.",
+            ),
+        ),
+    ),
     Endpoint(
         "GET",
         "/v1/events",
@@ -138,6 +261,11 @@ ENDPOINTS = [
                 "Only events of this type, or of this entity (`order.*`).",
             ),
             QueryParam("entityId", UUID_PARAM, "Only events of this store entity."),
+            QueryParam(
+                "test",
+                {"type": "boolean", "default": False},
+                "`true`: the test events (POST /v1/webhooks/{id}/test) instead of the store's.",
+            ),
             *time_range("events that occurred"),
             *ORDERING,
         ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import Endpoint
 from infrastructure.api.problems import PROBLEM, TITLES
@@ -16,7 +17,7 @@ from infrastructure.api.problems import PROBLEM, TITLES
 JSON = dict[str, Any]
 PATH_SCHEMAS: dict[str, JSON] = {
     "id": {"type": "string", "format": "uuid"},
-    "eventId": {"type": "string", "pattern": "^evt_[0-9a-f]{32}$", "examples": ["evt_" + "0" * 32]},
+    "eventId": {"type": "string", "pattern": EVENT_ID_PATTERN, "examples": ["evt_" + "0" * 32]},
 }
 
 
@@ -93,8 +94,9 @@ def _operation(endpoint: Endpoint) -> JSON:
                 "in": "header",
                 "required": False,
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                "description": "Repeat a command safely: the same key and body within 24 h "
-                "return the first answer and record nothing new.",
+                "description": "Repeat a command safely: its effect and the key are "
+                "recorded together, once; the same key, method, path and body from the same "
+                "API key within 24 h return the first answer and record nothing new.",
             }
         )
     responses: JSON = {}
@@ -102,11 +104,29 @@ def _operation(endpoint: Endpoint) -> JSON:
         responses["204"] = {"description": "Done"}
     else:
         responses[str(endpoint.status)] = _json("Success", endpoint.response or {})
+    if endpoint.reveals_secret:
+        responses[str(endpoint.status)]["headers"] = {
+            "Cache-Control": {
+                "description": "`no-store`: the answer shows a signing secret.",
+                "schema": {"type": "string", "const": "no-store"},
+            }
+        }
     for status in endpoint.errors:
         responses[str(status)] = {
             "description": TITLES[status],
             "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
+    # Any request may meet the database away for a moment.
+    responses["503"] = {
+        "description": TITLES[503],
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before sending the request again.",
+                "schema": {"type": "integer"},
+            }
+        },
+        "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
     operation: JSON = {
         "operationId": endpoint.operation_id,
         "summary": endpoint.summary,

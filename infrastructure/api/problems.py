@@ -7,9 +7,12 @@ never build error responses themselves. No response ever carries a stack trace.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -38,6 +41,7 @@ TITLES = {
     415: "Unsupported media type",
     422: "Invalid request",
     500: "Internal error",
+    503: "Service unavailable",
 }
 SLUGS = {
     400: "malformed-request",
@@ -49,7 +53,18 @@ SLUGS = {
     415: "unsupported-media-type",
     422: "invalid-request",
     500: "internal-error",
+    503: "unavailable",
 }
+# While the database is away (a restart, a failover, a full connection pool) a command
+# is not done and may be sent again: clients are told when to try (RFC 9110 §10.2.3).
+RETRY_AFTER_SECONDS = 1
+_UNREACHABLE = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlite3.OperationalError,
+)
 
 
 class ApiProblem(Exception):
@@ -95,7 +110,7 @@ def status_of(error: Exception) -> int:
             return 409
         case ApplicationError() | DomainError():
             return 422
-    return 500
+    return 503 if isinstance(error, _UNREACHABLE) else 500
 
 
 def problem_for(error: Exception) -> Response:
@@ -104,6 +119,14 @@ def problem_for(error: Exception) -> Response:
     if status == 500:
         log.exception("unexpected error", exc_info=error)
         return problem(500, "something went wrong on our side; the request was not completed")
+    if status == 503:
+        log.warning("the database is unavailable: %s", type(error).__name__)
+        return problem(
+            503,
+            "the database is unavailable for a moment: send the request again (with an "
+            "Idempotency-Key, a command is done once however often it is sent)",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     errors = None
     if isinstance(error, ApiProblem):
         errors = error.errors

@@ -7,8 +7,11 @@ import binascii
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+from application.catalog import ID, TIMESTAMP
 from application.errors import InvalidRequest
-from domain.webhook import check_event_types, matches
+from application.resend import Resend, Resent
+from application.views import timestamp
+from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
 from infrastructure.queries import Queries, parse_moment
@@ -26,15 +29,13 @@ def _fields(call: Call) -> dict[str, object]:
 
 
 def _create(call: Call) -> JSON:
-    created = call.services.webhooks.create_webhook(call.store_id, call.actor, **_fields(call))  # type: ignore[arg-type]
-    return _with_circuit(call, created)
+    return call.services.webhooks.create_webhook(call.store_id, call.actor, **_fields(call))  # type: ignore[arg-type]
 
 
 def _update(call: Call) -> JSON:
-    updated = call.services.webhooks.update_webhook(
+    return call.services.webhooks.update_webhook(
         call.store_id, call.ids["id"], call.actor, **_fields(call)
     )
-    return _with_circuit(call, updated)
 
 
 def _list(call: Call) -> JSON:
@@ -52,15 +53,15 @@ def _read(call: Call) -> JSON:
 
 
 def _with_circuit(call: Call, webhook: JSON) -> JSON:
-    """A webhook as read, with its circuit breaker: held deliveries are visible as such."""
+    """A webhook as read, with its circuit breaker: held deliveries are visible as such.
+    (Commands' answers get it as their `present` step: it is no part of the command.)"""
     health = call.services.schedule().health(UUID(webhook["id"]))
     return {**webhook, "circuit": health.to_json(datetime.now(UTC))}
 
 
 def _rotate(call: Call) -> JSON:
     grace = timedelta(seconds=call.body.get("gracePeriodSeconds", 86400))
-    rotated = call.services.webhooks.rotate_secret(call.store_id, call.ids["id"], call.actor, grace)
-    return _with_circuit(call, rotated)
+    return call.services.webhooks.rotate_secret(call.store_id, call.ids["id"], call.actor, grace)
 
 
 def _delete(call: Call) -> None:
@@ -69,54 +70,41 @@ def _delete(call: Call) -> None:
 
 def _recover(call: Call) -> JSON:
     """Send again every failed delivery of the webhook created in the range."""
-    webhook = call.services.webhooks.get_webhook(call.store_id, call.ids["id"])
-    _check_range(call)
-    since, until = call.body["since"], call.body.get("until")
-    event_ids = Queries(call.services.read_models).failed_event_ids(
-        call.store_id, webhook.id, since, until
-    )
-    return _resend(call, "recover", event_ids, None)
+    since, until = _range(call)
+    return _resent(resend(call).recover(call.store_id, call.ids["id"], call.actor, since, until))
 
 
 def _replay(call: Call) -> JSON:
     """Send every event of the range that the webhook (and ``eventTypes``) selects."""
-    webhook = call.services.webhooks.get_webhook(call.store_id, call.ids["id"])
-    _check_range(call)
-    wanted = call.body.get("eventTypes")
-    if wanted is not None:
-        wanted = check_event_types(wanted)
-    events = Queries(call.services.read_models).events_between(
-        call.store_id, call.body["since"], call.body.get("until")
+    since, until = _range(call)
+    return _resent(
+        resend(call).replay(
+            call.store_id, call.ids["id"], call.actor, since, until, call.body.get("eventTypes")
+        )
     )
-    event_ids = [
-        event_id
-        for event_id, event_type in events
-        if matches(webhook.event_types, event_type)
-        and (wanted is None or matches(wanted, event_type))
-    ]
-    return _resend(call, "replay", event_ids, wanted)
 
 
-def _check_range(call: Call) -> None:
+def _resent(resent: Resent) -> JSON:
+    return {"count": resent.count, "requestedAt": timestamp(resent.requested_at)}
+
+
+def _test(call: Call) -> JSON:
+    return call.services.dispatch.send_test(
+        call.store_id, call.ids["id"], call.actor, call.body.get("eventType")
+    )
+
+
+def resend(call: Call) -> Resend:
+    services = call.services
+    return Resend(services.webhooks, services.dispatch, Queries(services.read_models))
+
+
+def _range(call: Call) -> tuple[datetime, datetime | None]:
     until = call.body.get("until")
-    if until and parse_moment(until, "until") <= parse_moment(call.body["since"], "since"):
-        raise InvalidRequest("must be later than since", field="until")
-
-
-def _resend(call: Call, mode: str, event_ids: list[str], event_types: list[str] | None) -> JSON:
-    webhook_id = call.ids["id"]
-    count = call.services.dispatch.resend(call.store_id, webhook_id, event_ids, call.actor)
-    call.services.webhooks.record_resend(
-        call.store_id,
-        webhook_id,
-        call.actor,
-        mode=mode,
-        since=parse_moment(call.body["since"], "since"),
-        until=parse_moment(call.body["until"], "until") if call.body.get("until") else None,
-        event_types=event_types,
-        count=count,
+    return (
+        parse_moment(call.body["since"], "since"),
+        parse_moment(until, "until") if until else None,
     )
-    return {"count": count}
 
 
 def page_limit(call: Call, default: int = 50) -> int:
@@ -153,10 +141,43 @@ RANGE: JSON = {
 }
 RECOVER = s.body(RANGE, ("since",))
 REPLAY = s.body({**RANGE, "eventTypes": s.EVENT_TYPES}, ("since",))
+TEST = s.body(
+    {
+        "eventType": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            "examples": ["order.paid"],
+            "description": "One of the webhook's event types; by default the first it listens to.",
+        }
+    }
+)
+TEST_SENT = {
+    "type": "object",
+    "properties": {
+        "eventId": {"type": "string", "pattern": EVENT_ID_PATTERN},
+        "eventType": {"type": "string"},
+        "webhookId": ID,
+        "deliveryId": ID,
+        "envelope": {
+            "type": "object",
+            "description": 'The envelope as the webhook receives it (§5), with "test": true.',
+        },
+    },
+    "required": ["eventId", "eventType", "webhookId", "deliveryId", "envelope"],
+    "additionalProperties": False,
+}
 COUNT = {
     "type": "object",
-    "properties": {"count": {"type": "integer", "description": "Deliveries created."}},
-    "required": ["count"],
+    "properties": {
+        "count": {"type": "integer", "description": "Deliveries created."},
+        "requestedAt": {
+            **TIMESTAMP,
+            "description": "When they were requested: each was created at or after this "
+            "time, so `GET /v1/deliveries?webhookId=…&since=` it lists them as they go.",
+        },
+    },
+    "required": ["count", "requestedAt"],
     "additionalProperties": False,
 }
 
@@ -173,6 +194,8 @@ ENDPOINTS: list[Endpoint] = [
         response=s.WEBHOOK_WITH_SECRET,
         command=True,
         errors=(400, 401, 409, 413, 415, 422),
+        present=_with_circuit,
+        reveals_secret=True,
     ),
     Endpoint(
         "GET",
@@ -206,6 +229,7 @@ ENDPOINTS: list[Endpoint] = [
         response=s.WEBHOOK,
         command=True,
         errors=ERRORS,
+        present=_with_circuit,
     ),
     Endpoint(
         "DELETE",
@@ -228,6 +252,24 @@ ENDPOINTS: list[Endpoint] = [
         "Webhooks",
         request=s.ROTATE,
         response=s.WEBHOOK_WITH_SECRET,
+        command=True,
+        errors=ERRORS,
+        present=_with_circuit,
+        reveals_secret=True,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/webhooks/{id}/test",
+        _test,
+        "send_test_event",
+        "Send the webhook a test event: a signed sample envelope of one of its event types, "
+        'marked `"test": true` (its id starts `evt_test_`), delivered, retried and recorded '
+        "like any other. It is not a store event: event lists leave it out unless asked "
+        "(`test=true`), and recover and replay never send it.",
+        "Webhooks",
+        status=202,
+        request=TEST,
+        response=TEST_SENT,
         command=True,
         errors=ERRORS,
     ),

@@ -5,18 +5,23 @@ every request, so a revoked key ends the session at once. Every POST must come w
 session's CSRF token and, where the browser says where it comes from, from this origin;
 otherwise it is refused with a 403 page and nothing is done.
 
-Each state-changing form also carries a one-time token, recorded in the idempotency store
-(the same one `Idempotency-Key` uses): a form sent twice — a double click, or a reload of
-the page its post answered, which browsers send again — is done once, and the second post
-is sent to the page the first one led to. That is what keeps a reload of the one-time
-secret page from creating a second webhook, or rotating again, to show a new secret.
+Each state-changing form also carries a one-time token, recorded as an `Idempotency-Key`
+is (with the command's events): a form sent twice — a double click, or a reload of the
+page its post answered, which browsers send again — is done once, and the second post is
+sent to the page the form belongs to (for a secret's page, the webhook's page saying the
+secret is not shown again). That is what keeps a reload of the one-time secret page from
+creating a second webhook, or rotating again, to show a new secret.
 
-Pages call the applications and queries the JSON API calls — for *Recover*, the API's
-own handler — and never another store's data: anything of another store is a 404 page.
+Pages call the applications and queries the JSON API calls (Recover and Replay: the
+same `application.resend`) and never another store's data: anything of another store is
+a 404 page. Page groups added since live in modules of their own that build on this
+one's frame (`Visit`, `signed_in`): `webhook_actions.py` (test event, recover, replay),
+`deliveries.py` (the deliveries list).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -34,13 +39,14 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from application.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
+from application.idempotency import AlreadyAnswered, Answer, KeyedCommand, KeyRecord, keyed
 from application.webhooks import Principal
 from domain.errors import DomainError, InvalidValue, RuleViolation
 from domain.event_types import EVENT_CLASSES
+from domain.webhook import matches
 from infrastructure.api import webhooks as webhooks_api
-from infrastructure.api.endpoint import Call
 from infrastructure.bootstrap import Services
-from infrastructure.dashboard import chart, render
+from infrastructure.dashboard import chart, render, sending
 from infrastructure.dashboard.forms import EMPTY, Form, FormError, read_form
 from infrastructure.dashboard.session import (
     PATH,
@@ -57,8 +63,8 @@ from infrastructure.dashboard.session import (
     same_token,
     set_cookie,
 )
-from infrastructure.idempotency import InProgress, Mismatch, Replay, StoredResponse, fingerprint
-from infrastructure.queries import Queries, parse_moment
+from infrastructure.idempotency import fingerprint, sealing_context
+from infrastructure.queries import Queries
 
 log = logging.getLogger("webround.dashboard")
 
@@ -79,12 +85,14 @@ AUDIT_KINDS = [
     "webhook.enabled",
     "webhook.disabled",
     "webhook.secret_rotated",
+    "webhook.secret_shown_again",
     "webhook.recovered",
     "webhook.replayed",
     "webhook.deleted",
     "delivery.",
     "delivery.created",
     "delivery.sent_again",
+    "delivery.test",
     "delivery.succeeded",
     "delivery.attempt_failed",
     "delivery.failed",
@@ -110,6 +118,10 @@ NOTICES = {
     "saved": "Changes saved.",
     "enabled": "Webhook enabled: deliveries resume with the next matching event.",
     "disabled": "Webhook disabled: no deliveries are made to it until you enable it again.",
+    "test-sent": (
+        "A test event was sent: its delivery appears under Recent deliveries within seconds "
+        "(reload the page); open it to see the endpoint's answer."
+    ),
     "secret-once": (
         "This form was already sent: the signing secret was shown once and is never shown "
         "again. If you did not keep it, rotate the secret."
@@ -120,6 +132,11 @@ COUNTED = {
         "There were no failed deliveries in that range: nothing was sent again.",
         "1 failed delivery is being sent again.",
         "{count} failed deliveries are being sent again.",
+    ),
+    "replayed": (
+        "No event of that range is one this webhook listens to: nothing was sent.",
+        "1 event of that range is being sent again.",
+        "{count} events of that range are being sent again.",
     ),
     "sent-again": (
         "No enabled webhook listens to this event: nothing was sent.",
@@ -152,7 +169,6 @@ class Visit:
     principal: Principal
     session: Session
     form: Form = field(default_factory=lambda: EMPTY)
-    replay_to: str | None = None  # where a second post of this form is sent instead
 
     @property
     def store_id(self) -> UUID:
@@ -240,44 +256,68 @@ def _run(visit: Visit, handler: Handler) -> Response:
 
 
 def _run_once(visit: Visit, handler: Handler) -> Response:
+    """Do a form at most once, its token recorded like an Idempotency-Key (ADR 0023):
+    with the command's events where the command records it, else after it."""
     token = visit.form.get("once", "")
     if not ONCE.match(token):
         return visit.error(400, "This form is out of date. Reload the page and try again.")
     key = f"dashboard:{token}"
-    context = f"idempotency:{visit.store_id}:{key}"
     sent = urlencode([(k, v) for k, v in visit.form.multi_items() if k != "csrf"]).encode()
-    store = visit.services.idempotency
-    outcome = store.begin(
+    print_ = fingerprint("POST", visit.request.url.path, sent)
+    ledger = visit.services.idempotency
+    now = datetime.now(UTC)
+    found = ledger.find(visit.store_id, key, now)
+    if found is not None:
+        return _sent_before(visit, key, print_, found)
+    command = KeyedCommand(
         visit.store_id,
         key,
-        fingerprint("POST", visit.request.url.path, sent),
-        datetime.now(UTC),
+        print_,
+        visit.principal.key_id,
+        now,
+        lambda result: _landing(visit, key, _after(visit, result)),
     )
-    match outcome:
-        case Replay(response=stored):
-            return render.redirect(
-                visit.services.keeper.open_bytes(stored.body.decode(), context).decode()
-            )
-        case InProgress():
-            return visit.error(409, "This form is being sent already. Wait a moment and reload.")
-        case Mismatch():
-            return visit.error(409, "This form was already sent. Reload the page and try again.")
     try:
-        response = _run(visit, handler)
-    except BaseException:
-        store.abandon(visit.store_id, key)
-        raise
-    location = visit.replay_to or response.headers.get("location")
-    if response.status_code < 400 and location:
-        # Sealed like the API's stored answers, under the same context: one store, one format.
-        sealed = visit.services.keeper.seal_bytes(location.encode(), context).encode()
-        store.finish(visit.store_id, key, StoredResponse(303, sealed, "text/uri-list"))
-    else:
-        store.abandon(visit.store_id, key)  # nothing was done: the form may be sent again
+        with keyed(command):
+            response = _run(visit, handler)
+    except AlreadyAnswered:
+        found = ledger.find(visit.store_id, key, now)
+        if found is None:
+            raise
+        return _sent_before(visit, key, print_, found)
+    location = response.headers.get("location")
+    if command.recorded is None and response.status_code < 400 and location:
+        # Done without a keyed save (a command of the dispatch store): recorded after.
+        # (AlreadyAnswered: the same form, sent twice at once, recorded by the other post.)
+        with contextlib.suppress(AlreadyAnswered):
+            ledger.remember(command.record_with(_landing(visit, key, location)))
     return response
 
 
-ACTIONS = ("disable", "enable", "rotate-secret", "recover", "send-again")
+def _sent_before(visit: Visit, key: str, print_: str, found: KeyRecord) -> Response:
+    if found.fingerprint != print_ or found.key_id != visit.principal.key_id:
+        return visit.error(409, "This form was already sent. Reload the page and try again.")
+    context = sealing_context(visit.store_id, key)
+    location = visit.services.keeper.open_bytes(found.answer.body.decode(), context)
+    return render.redirect(location.decode())
+
+
+def _after(visit: Visit, result: Any) -> str:
+    """Where a second post of a form leads: the page the form belongs to — for the forms
+    that show a signing secret, the webhook's page saying it is not shown again."""
+    if isinstance(result, dict) and "secret" in result:
+        return f"{PATH}/webhooks/{result['id']}?notice=secret-once"
+    return _page_of(visit.request.url.path)
+
+
+def _landing(visit: Visit, key: str, location: str) -> Answer:
+    # Sealed like the API's stored answers, under the same context: one store, one format.
+    context = sealing_context(visit.store_id, key)
+    sealed = visit.services.keeper.seal_bytes(location.encode(), context)
+    return Answer(303, sealed.encode(), "text/uri-list")
+
+
+ACTIONS = ("disable", "enable", "rotate-secret", "recover", "replay", "test", "send-again")
 
 
 def _page_of(path: str) -> str:
@@ -500,7 +540,8 @@ def _circuits(visit: Visit, ids: Iterable[str]) -> dict[str, JSON]:
 
 
 def _new_webhook(visit: Visit) -> Response:
-    return _new_webhook_page(visit, {"url": "", "description": "", "event_types": []}, {})
+    values = {"url": "", "description": "", "event_types": [], **sending.blank()}
+    return _new_webhook_page(visit, values, {})
 
 
 def _new_webhook_page(visit: Visit, values: JSON, errors: dict[str, str]) -> Response:
@@ -516,6 +557,8 @@ def _new_webhook_page(visit: Visit, values: JSON, errors: dict[str, str]) -> Res
 def _create(visit: Visit) -> Response:
     values = _webhook_fields(visit.form)
     errors = _check_webhook_fields(values)
+    how, sending_errors = sending.check(values, creating=True)
+    errors = sending_errors | errors
     if errors:
         return _new_webhook_page(visit, values, errors)
     try:
@@ -525,11 +568,11 @@ def _create(visit: Visit) -> Response:
             url=values["url"],
             event_types=values["event_types"],
             description=values["description"],
+            **how,
         )
     except (InvalidRequest, InvalidValue) as error:
         return _new_webhook_page(visit, values, _field_error(error))
     secret = created.pop("secret")
-    visit.replay_to = f"{PATH}/webhooks/{created['id']}?notice=secret-once"
     return _secret_page(visit, created, secret, rotated=False)
 
 
@@ -540,7 +583,7 @@ def _secret_page(visit: Visit, webhook: JSON, secret: str, *, rotated: bool) -> 
 
 def _webhook(visit: Visit) -> Response:
     notice = _notice(visit)
-    return _webhook_page(visit, _webhook_id(visit), notice=notice)
+    return webhook_page(visit, webhook_id_of(visit), notice=notice)
 
 
 def _notice(visit: Visit) -> str | None:
@@ -555,7 +598,7 @@ def _notice(visit: Visit) -> str | None:
     return none if int(count) == 0 else one if int(count) == 1 else many.format(count=int(count))
 
 
-def _webhook_page(
+def webhook_page(
     visit: Visit,
     webhook_id: UUID,
     *,
@@ -569,14 +612,18 @@ def _webhook_page(
     rows = visit.queries.webhook_hourly(visit.store_id, webhook_id, _iso(now - timedelta(hours=48)))
     series = chart.hours(rows, now, 48)
     deliveries = visit.queries.list_deliveries(visit.store_id, webhook_id=webhook_id, limit=20)
-    form_values = values or {
+    day_ago = _local(now - timedelta(hours=24))
+    form_values = {
         "url": webhook["url"],
         "description": webhook["description"],
         "event_types": webhook["eventTypes"],
+        **sending.values_of(webhook),
         "reason": "",
-        "since": _local(now - timedelta(hours=24)),
+        "since": day_ago,
         "until": "",
-    }
+        "replay_since": day_ago,
+        "replay_until": "",
+    } | (values or {})
     return visit.page(
         "webhook.html",
         422 if errors else 200,
@@ -592,13 +639,17 @@ def _webhook_page(
             "failed": sum(h.failed for h in series),
         },
         deliveries=deliveries["data"],
+        test_types=[t for t in EVENT_TYPES if matches(webhook["eventTypes"], t)],
+        current_headers=list(webhook["headers"]),
     )
 
 
 def _update(visit: Visit) -> Response:
-    webhook_id = _webhook_id(visit)
+    webhook_id = webhook_id_of(visit)
     values = _webhook_fields(visit.form)
     errors = _check_webhook_fields(values)
+    how, sending_errors = sending.check(values, creating=False)
+    errors = sending_errors | errors
     if not errors:
         try:
             visit.services.webhooks.update_webhook(
@@ -608,29 +659,21 @@ def _update(visit: Visit) -> Response:
                 url=values["url"],
                 event_types=values["event_types"],
                 description=values["description"],
+                **how,
             )
         except (InvalidRequest, InvalidValue) as error:
             errors = _field_error(error)
     if errors:
-        return _webhook_page(visit, webhook_id, values=_defaults(values), errors=errors)
+        return webhook_page(visit, webhook_id, values=values, errors=errors)
     return render.redirect(f"{PATH}/webhooks/{webhook_id}?notice=saved")
 
 
 def _disable(visit: Visit) -> Response:
-    webhook_id = _webhook_id(visit)
+    webhook_id = webhook_id_of(visit)
     reason = visit.form.get("reason", "").strip()
     if len(reason) > MAX_REASON:
-        webhook = visit.services.webhooks.read_webhook(visit.store_id, webhook_id)
-        values = _defaults(
-            {
-                "url": webhook["url"],
-                "description": webhook["description"],
-                "event_types": webhook["eventTypes"],
-                "reason": reason,
-            }
-        )
         errors = {"reason": f"Keep the reason under {MAX_REASON} characters."}
-        return _webhook_page(visit, webhook_id, values=values, errors=errors)
+        return webhook_page(visit, webhook_id, values={"reason": reason}, errors=errors)
     visit.services.webhooks.update_webhook(
         visit.store_id,
         webhook_id,
@@ -642,7 +685,7 @@ def _disable(visit: Visit) -> Response:
 
 
 def _enable(visit: Visit) -> Response:
-    webhook_id = _webhook_id(visit)
+    webhook_id = webhook_id_of(visit)
     visit.services.webhooks.update_webhook(
         visit.store_id, webhook_id, visit.principal.actor, enabled=True
     )
@@ -650,50 +693,12 @@ def _enable(visit: Visit) -> Response:
 
 
 def _rotate(visit: Visit) -> Response:
-    webhook_id = _webhook_id(visit)
+    webhook_id = webhook_id_of(visit)
     rotated = visit.services.webhooks.rotate_secret(
         visit.store_id, webhook_id, visit.principal.actor
     )
     secret = rotated.pop("secret")
-    visit.replay_to = f"{PATH}/webhooks/{webhook_id}?notice=secret-once"
     return _secret_page(visit, rotated, secret, rotated=True)
-
-
-def _recover(visit: Visit) -> Response:
-    """Send again the webhook's failed deliveries of a time range: the API's own handler."""
-    webhook_id = _webhook_id(visit)
-    since = _moment_input(visit.form.get("since", ""))
-    until = _moment_input(visit.form.get("until", ""))
-    errors: dict[str, str] = {}
-    if since is None:
-        errors["since"] = "Enter the time to recover from."
-    elif until is not None and _before_or_same(until, since):
-        errors["until"] = "Must be later than the start of the range."
-    else:
-        body: JSON = {"since": since} | ({"until": until} if until else {})
-        call = Call(
-            visit.principal, visit.principal.actor, visit.services, body, {"id": webhook_id}, {}
-        )
-        try:
-            result = webhooks_api._recover(call)
-        except InvalidRequest as error:
-            errors[error.field if error.field in ("since", "until") else "since"] = str(error)
-        except Conflict as error:
-            errors["since"] = str(error)
-        else:
-            query = urlencode({"notice": "recovered", "count": result["count"]})
-            return render.redirect(f"{PATH}/webhooks/{webhook_id}?{query}")
-    webhook = visit.services.webhooks.read_webhook(visit.store_id, webhook_id)
-    values = _defaults(
-        {
-            "url": webhook["url"],
-            "description": webhook["description"],
-            "event_types": webhook["eventTypes"],
-            "since": visit.form.get("since", ""),
-            "until": visit.form.get("until", ""),
-        }
-    )
-    return _webhook_page(visit, webhook_id, values=values, errors=errors)
 
 
 def _webhook_fields(form: Form) -> JSON:
@@ -701,6 +706,7 @@ def _webhook_fields(form: Form) -> JSON:
         "url": form.get("url", "").strip(),
         "description": form.get("description", "").strip(),
         "event_types": [t for t in form.getlist("event_types") if t],
+        **sending.read(form),
     }
 
 
@@ -714,16 +720,10 @@ def _check_webhook_fields(values: JSON) -> dict[str, str]:
 
 
 def _field_error(error: InvalidRequest | InvalidValue) -> dict[str, str]:
-    field = {"eventTypes": "event_types", "url": "url", "description": "description"}.get(
-        error.field or "", "url"
-    )
+    fields = {"eventTypes": "event_types", "url": "url", "description": "description"}
+    field = (fields | sending.FORM_FIELD).get(error.field or "", "url")
     message = error.message if isinstance(error, InvalidValue) else str(error)
     return {field: message[:1].upper() + message[1:]}
-
-
-def _defaults(values: JSON) -> JSON:
-    now = datetime.now(UTC)
-    return {"reason": "", "since": _local(now - timedelta(hours=24)), "until": ""} | values
 
 
 def _type_groups() -> list[JSON]:
@@ -733,7 +733,7 @@ def _type_groups() -> list[JSON]:
     ]
 
 
-def _webhook_id(visit: Visit) -> UUID:
+def webhook_id_of(visit: Visit) -> UUID:
     raw = str(visit.request.path_params["webhook_id"])
     try:
         return UUID(raw)
@@ -741,7 +741,7 @@ def _webhook_id(visit: Visit) -> UUID:
         raise NotFound("webhook", raw) from None
 
 
-def _webhook_names(visit: Visit) -> dict[str, JSON]:
+def webhook_names(visit: Visit) -> dict[str, JSON]:
     """The store's webhooks by id (for labels and filters), up to a thousand."""
     found: dict[str, JSON] = {}
     after = None
@@ -758,42 +758,31 @@ def _webhook_names(visit: Visit) -> dict[str, JSON]:
 
 def _events(visit: Visit) -> Response:
     query = visit.request.query_params
-    filters = {"type": query.get("type", "").strip(), "entity": query.get("entity", "").strip()}
-    errors: dict[str, str] = {}
-    found: JSON = {"data": [], "nextCursor": None}
-    try:
-        found = visit.queries.list_events(
-            visit.store_id,
-            event_type=filters["type"] or None,
-            entity_id=filters["entity"] or None,
-            limit=PAGE_SIZE,
-            cursor=query.get("cursor") or None,
-        )
-    except InvalidRequest as error:
-        field = {"eventType": "type", "entityId": "entity"}.get(error.field or "", "cursor")
-        errors[field] = str(error)
-    more = None
-    if found["nextCursor"]:
-        more = _url("events", {**filters, "cursor": found["nextCursor"]})
+    filters = {name: query.get(name, "").strip() for name in ("type", "entity", "show")}
     type_options = ["", *(f"{e}.*" for e in ENTITIES), *EVENT_TYPES]
     if filters["type"] not in type_options:
         type_options.append(filters["type"])
-    return visit.page(
-        "events.html",
-        422 if errors else 200,
-        events=found["data"],
-        filters=filters,
-        errors=errors,
+    return list_page(
+        visit,
+        "events",
+        filters,
+        lambda cursor: visit.queries.list_events(
+            visit.store_id,
+            event_type=filters["type"] or None,
+            entity_id=filters["entity"] or None,
+            test=filters["show"] == "test",
+            limit=PAGE_SIZE,
+            cursor=cursor,
+        ),
+        lambda field: {"eventType": "type", "entityId": "entity"}.get(field or "", "cursor"),
         type_options=type_options,
-        more=more,
-        first=_url("events", filters) if query.get("cursor") else None,
     )
 
 
 def _event(visit: Visit) -> Response:
     event_id = str(visit.request.path_params["event_id"])
     detail = visit.queries.get_event(visit.store_id, event_id)
-    names = _webhook_names(visit)
+    names = webhook_names(visit)
     groups = [
         {
             "webhookId": group["webhookId"],
@@ -833,39 +822,65 @@ def _audit(visit: Visit) -> Response:
     query = visit.request.query_params
     names = ("kind", "webhook", "event", "actor", "since", "until")
     filters = {name: query.get(name, "").strip() for name in names}
-    errors: dict[str, str] = {}
-    found: JSON = {"data": [], "nextCursor": None}
-    try:
-        found = visit.queries.list_audit(
+    kinds = list(AUDIT_KINDS)
+    if filters["kind"] and filters["kind"] not in kinds:
+        kinds.append(filters["kind"])
+
+    def field_of(field: str | None) -> str:
+        named = {"webhookId": "webhook", "eventId": "event"}.get(field or "", field or "")
+        return named if named in names else "kind"
+
+    return list_page(
+        visit,
+        "audit",
+        filters,
+        lambda cursor: visit.queries.list_audit(
             visit.store_id,
             kind=filters["kind"] or None,
             webhook_id=filters["webhook"] or None,
             event_id=filters["event"] or None,
             actor=filters["actor"] or None,
-            since=_moment_input(filters["since"]),
-            until=_moment_input(filters["until"]),
+            since=moment_input(filters["since"]),
+            until=moment_input(filters["until"]),
             limit=PAGE_SIZE,
-            cursor=query.get("cursor") or None,
-        )
+            cursor=cursor,
+        ),
+        field_of,
+        kinds=kinds,
+        webhooks=webhook_names(visit),
+    )
+
+
+def list_page(
+    visit: Visit,
+    section: str,
+    filters: dict[str, str],
+    fetch: Callable[[str | None], JSON],
+    field_of: Callable[[str | None], str],
+    **context: Any,
+) -> Response:
+    """A filtered list a page at a time (template ``{section}.html``, its rows as
+    ``items``): ``fetch(cursor)`` asks the query, and a filter it refuses is shown next to
+    the form field ``field_of`` names."""
+    cursor = visit.request.query_params.get("cursor") or None
+    errors: dict[str, str] = {}
+    found: JSON = {"data": [], "nextCursor": None}
+    try:
+        found = fetch(cursor)
     except InvalidRequest as error:
-        field = {"webhookId": "webhook", "eventId": "event"}.get(error.field or "", error.field)
-        errors[field if field in names else "kind"] = str(error)
+        errors[field_of(error.field)] = str(error)
     more = None
     if found["nextCursor"]:
-        more = _url("audit", {**filters, "cursor": found["nextCursor"]})
-    kinds = list(AUDIT_KINDS)
-    if filters["kind"] and filters["kind"] not in kinds:
-        kinds.append(filters["kind"])
+        more = list_url(section, {**filters, "cursor": found["nextCursor"]})
     return visit.page(
-        "audit.html",
+        f"{section}.html",
         422 if errors else 200,
-        entries=found["data"],
+        items=found["data"],
         filters=filters,
         errors=errors,
-        kinds=kinds,
-        webhooks=_webhook_names(visit),
         more=more,
-        first=_url("audit", filters) if query.get("cursor") else None,
+        first=list_url(section, filters) if cursor else None,
+        **context,
     )
 
 
@@ -881,7 +896,7 @@ def _local(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
 
 
-def _moment_input(value: str) -> str | None:
+def moment_input(value: str) -> str | None:
     """A time typed in a form: ``datetime-local`` inputs are read as UTC; anything else goes
     to the query as written, which says what is wrong with it."""
     value = value.strip()
@@ -890,16 +905,7 @@ def _moment_input(value: str) -> str | None:
     return value + "Z" if LOCAL_TIME.match(value) else value
 
 
-def _before_or_same(first: str, second: str) -> bool:
-    """Whether time ``first`` is not after ``second`` (False if either is unreadable: the
-    query reports those)."""
-    try:
-        return parse_moment(first, "until") <= parse_moment(second, "since")
-    except InvalidRequest:
-        return False
-
-
-def _url(section: str, params: dict[str, str]) -> str:
+def list_url(section: str, params: dict[str, str]) -> str:
     kept = {k: v for k, v in params.items() if v}
     return f"{PATH}/{section}" + (f"?{urlencode(kept)}" if kept else "")
 
@@ -915,6 +921,9 @@ async def _stylesheet(request: Request) -> Response:
 def routes() -> Mount:
     """The dashboard, mounted at ``/dashboard`` (a mount, not routes of the JSON API: the
     OpenAPI document describes the API's routes only)."""
+    # Page groups of their own modules, which build on this one's frame (`Visit`).
+    from infrastructure.dashboard import deliveries, webhook_actions
+
     webhook = "/webhooks/{webhook_id}"
     return Mount(
         PATH,
@@ -938,9 +947,8 @@ def routes() -> Mount:
                 signed_in(_rotate, post=True, once=True),
                 methods=["POST"],
             ),
-            Route(
-                f"{webhook}/recover", signed_in(_recover, post=True, once=True), methods=["POST"]
-            ),
+            *webhook_actions.routes(webhook),
+            *deliveries.routes(),
             Route("/events", signed_in(_events), methods=["GET"]),
             Route("/events/{event_id}", signed_in(_event), methods=["GET"]),
             Route(

@@ -23,8 +23,7 @@ endpoint saw is a recorded attempt and the other way round) and the audit read m
 entry per recorded attempt).
 
 The last test makes certain a fault the PostgreSQL restart meets by chance: the database
-restarting between the moment a command is recorded and the moment its answer is stored
-under its Idempotency-Key.
+restarting just after a command is recorded, before its answer reaches the client.
 """
 
 from __future__ import annotations
@@ -376,9 +375,9 @@ class Shopper(threading.Thread):
     verified. Every command carries an Idempotency-Key and is sent again (same key, same
     body) when the connection fails or the answer is a 5xx, until it gets an answer.
 
-    A 409 means the key's first request never finished (its process was killed, or the
-    database went away under it): the server holds such a key for 60 s, so the client
-    gives that command up; it may or may not have been recorded."""
+    A 409 would be a refusal; none is expected (a key's answer is recorded with the
+    command's events, ADR 0023: a command cut off is answered when sent again). Should
+    one come, the client gives that command up and the census allows for it."""
 
     def __init__(self, base_url: str, api_key: str, pace: float = COMMAND_PACE) -> None:
         super().__init__(name="shopper", daemon=True)
@@ -993,9 +992,8 @@ def test_kill_9_at_random_moments_on_rabbitmq(
 async def test_command_cut_by_a_postgres_restart_is_answered_when_sent_again(
     tmp_path: Path, private_postgres: PrivatePostgres, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The fault that `test_postgres_restarts_mid_run` meets by chance (its client then
-    gives the command up on a 409), made certain: PostgreSQL restarts between the moment
-    a command is recorded and the moment its answer is stored under its Idempotency-Key."""
+    """A fault that `test_postgres_restarts_mid_run` meets by chance, made certain:
+    PostgreSQL restarts just after a command is recorded, before its answer is sent."""
     settings = Settings(
         data_dir=tmp_path / "data",
         database_url=private_postgres.url,

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.served import Served
+
 WEBROUND = Path(sys.executable).parent / "webround"
 
 
@@ -64,3 +66,29 @@ def wait_for_health(port: int, process: subprocess.Popen[str]) -> dict[str, obje
         except httpx.TransportError:
             time.sleep(0.2)
     return None
+
+
+def test_serve_demo_reuses_its_webhook_across_restarts(tmp_path: Path) -> None:
+    # Given `webround serve --demo` started, its receiver verifying a first delivery
+    with Served(tmp_path, "--demo") as service:
+        wait_for_output(service, "signature verified")
+        with service.api() as api:
+            [first] = api.get("/v1/webhooks").json()["data"]
+
+        # When it is stopped and started again on the same data directory
+        service.restart()
+
+        # Then it still has one demo webhook, the same one, and deliveries to it verify
+        wait_for_output(service, "signature verified")
+        with service.api() as api:
+            webhooks = api.get("/v1/webhooks").json()["data"]
+        assert [w["id"] for w in webhooks] == [first["id"]]
+        assert webhooks[0]["enabled"] is True
+        assert "INVALID" not in "".join(service.output)
+
+
+def wait_for_output(service: Served, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in "".join(service.output):
+        assert time.monotonic() < deadline, "".join(service.output)
+        time.sleep(0.1)

@@ -505,7 +505,8 @@ async def test_the_document_describes_every_query_parameter(api: Api) -> None:
         return {p["name"] for p in document["paths"][path]["get"]["parameters"]}
 
     paging = {"order", "limit", "cursor", "since", "until"}
-    assert parameters("/v1/events") == paging | {"eventType", "entityId"}
+    assert parameters("/v1/events") == paging | {"eventType", "entityId", "test"}
+    assert parameters("/v1/events/feed") == {"cursor", "eventTypes", "wait", "limit"}
     assert parameters("/v1/deliveries") == paging | {"webhookId", "eventId", "status"}
     assert parameters("/v1/audit") == paging | {
         "webhookId",

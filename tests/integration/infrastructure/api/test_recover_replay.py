@@ -68,7 +68,7 @@ async def test_recover_sends_again_every_failed_delivery_in_the_range(api: Api) 
 
     # Then the two failed events get new deliveries, marked as replays by the merchant
     assert response.status_code == 202
-    assert response.json() == {"count": 2}
+    assert response.json()["count"] == 2
     settle(api)
     replays = [d for d in deliveries_to(api, webhook_id) if d["replay"]]
     assert sorted(d["event_id"] for d in replays) == sorted(d["event_id"] for d in first[:2])
@@ -115,7 +115,7 @@ async def test_a_range_that_ended_before_the_failures_recovers_nothing(api: Api)
     )
 
     # Then nothing is sent
-    assert response.json() == {"count": 0}
+    assert response.json()["count"] == 0
 
 
 async def test_replay_backfills_matching_events_of_the_range(api: Api) -> None:
@@ -139,7 +139,7 @@ async def test_replay_backfills_matching_events_of_the_range(api: Api) -> None:
 
     # Then the three customer events are backfilled, not the product one
     assert response.status_code == 202
-    assert response.json() == {"count": 3}
+    assert response.json()["count"] == 3
     settle(api)
     assert len(deliveries_to(api, webhook_id)) == 3
 

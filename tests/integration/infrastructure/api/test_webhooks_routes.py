@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import anyio
 import httpx
 import pytest
 
@@ -847,6 +848,29 @@ async def test_an_idempotency_key_with_a_tab_is_refused(api: Api) -> None:
 
     # Then it is a 422 naming the header
     assert_invalid(response, "Idempotency-Key")
+
+
+async def test_webhooks_created_at_once_in_one_store_all_exist(api: Api) -> None:
+    # Given a store's integrations creating 8 webhooks at the same moment (each creation
+    # also changes the store, so their saves collide and are tried again)
+    answers: list[httpx.Response] = []
+
+    async def create_one(number: int) -> None:
+        answers.append(await create(api, description=f"hook {number}"))
+
+    # When they all arrive
+    async with anyio.create_task_group() as group:
+        for number in range(8):
+            group.start_soon(create_one, number)
+
+    # Then every webhook the API said it created exists, with its creation recorded,
+    # and the store lists exactly those
+    made = [a.json()["id"] for a in answers if a.status_code == 201]
+    assert made, [a.text for a in answers]
+    for webhook_id in made:
+        assert (await get(api, webhook_id)).status_code == 200
+        assert type(events_of(api.services, webhook_id)[0]).__name__ == "Created"
+    assert sorted(w["id"] for w in await list_all(api)) == sorted(made)
 
 
 async def test_an_idempotency_key_replays_the_creation(api: Api) -> None:

@@ -246,6 +246,7 @@ async def test_every_input_has_a_label_and_every_button_a_name(signed_in: Dashbo
         "/dashboard/webhooks/new",
         f"/dashboard/webhooks/{webhook_id}",
         "/dashboard/events",
+        "/dashboard/deliveries",
         "/dashboard/audit",
     ):
         page = await signed_in.page(path)
