@@ -107,10 +107,14 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         build_envelope: BuildEnvelope,
         policy: RetryPolicy | None = None,
         circuit: CircuitPolicy | None = None,
+        partitions: int = 1,
         clock: Callable[[], datetime] | None = None,
         random: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(env)
+        # The stores' work is divided into this many partitions (SPEC §11): a store event
+        # belongs to its entity's, a delivery to its store's.
+        self.partitions = partitions
         self.commerce = commerce
         self.directory = directory
         # Reads beyond the repository: commerce's snapshots as of a position.
@@ -122,8 +126,10 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         self.random = random or _random.random
         # Views of an entity at a version never change: cache them across events.
         self._view_at = lru_cache(maxsize=20_000)(self._load_view)
-        # Store events become envelopes and deliveries through this follower.
+        # Store events become envelopes and deliveries through this follower, of every
+        # partition until a dispatcher says which are its own (`Follower.follow_partitions`).
         self.fan_out = Follower("fan-out", commerce, FanOut(self))
+        self.fan_out.follow_partitions(range(partitions), partitions)
 
     def construct_recorder(self) -> ProcessRecorder:
         return self.factory.process_recorder()
@@ -137,7 +143,7 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         webhooks' health, for the event store to write in the same transaction
         (`application.schedule`; infrastructure's dispatch recorder writes it)."""
         processing_event.saved_kwargs["schedule"] = schedule_write(
-            processing_event.events, self.circuit
+            processing_event.events, self.circuit, self.partitions
         )
         return super()._record(processing_event)
 
@@ -440,9 +446,17 @@ class FanOut:
         recorder = self._dispatch.recorder
         assert isinstance(recorder, ProcessRecorder)
         found = recorder.max_tracking_id(lane)
-        if found is None and lane != UPSTREAM:
-            found = recorder.max_tracking_id(UPSTREAM)  # a lane new to an installation
+        if found is None:  # a partition's lane new to an installation: the whole log's
+            found = recorder.max_tracking_id(UPSTREAM)
         return found or 0
+
+    def positions(self, lanes: list[str]) -> dict[str, int]:
+        read = getattr(self._dispatch.recorder, "tracking_positions", None)
+        if read is None:
+            return {lane: self.position(lane) for lane in lanes}
+        found = read([*lanes, UPSTREAM])
+        whole = found.get(UPSTREAM, 0)  # the whole log's, before partitions
+        return {lane: found.get(lane, whole) for lane in lanes}
 
     def apply(self, batch: Batch) -> None:
         new = self._dispatch._envelopes_and_deliveries(batch.items)

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
@@ -70,7 +71,8 @@ class View(Protocol):
     """Where a follower's results go."""
 
     def position(self, lane: str) -> int:
-        """The last position applied in this lane (0: none)."""
+        """The last position applied in this lane (0: none). A view may also offer
+        ``positions(lanes) -> {lane: position}``, every lane in one read."""
         ...
 
     def apply(self, batch: Batch) -> None:
@@ -129,6 +131,13 @@ class Follower:
         self.lanes = tuple(lanes)
         self._stored = None
 
+    def follow_partitions(self, owned: Collection[int], partitions: int) -> None:
+        """Follow the log's events of these partitions only (by their originator), each
+        in its own lane; the others are another follower's."""
+        lanes, self.lanes_of = partitioned(self.source.name, owned, partitions)
+        if tuple(lanes) != tuple(self.lanes):
+            self.follow_lanes(lanes)
+
     def positions(self) -> dict[str, int]:
         """How far each lane has applied the log, as far as this follower knows."""
         stored = self._read()
@@ -165,7 +174,11 @@ class Follower:
 
     def _read(self) -> dict[str, int]:
         if self._stored is None:
-            self._stored = {lane: self.view.position(lane) for lane in self.lanes}
+            many = getattr(self.view, "positions", None)  # all lanes in one read
+            if many is not None:
+                self._stored = dict(many(list(self.lanes)))
+            else:
+                self._stored = {lane: self.view.position(lane) for lane in self.lanes}
             self._scanned = min(self._stored.values())
         return self._stored
 
@@ -261,3 +274,23 @@ _OVERTAKEN_TRIES = 3
 def partition_lane(source: str, partition: int) -> str:
     """The lane (tracking name) of one partition of a source's log."""
     return f"{source}#{partition:03d}"
+
+
+def partition_of(entity_or_store: UUID, partitions: int) -> int:
+    """The partition of an entity or a store: its id modulo the count (ids are random).
+    A store event belongs to its entity's, a delivery to its store's (SPEC §11)."""
+    return entity_or_store.int % partitions
+
+
+def partitioned(
+    source: str, owned: Collection[int], partitions: int
+) -> tuple[list[str], Callable[[Notification], Sequence[str]]]:
+    """The lanes of the ``owned`` partitions of a source's log, and which lane (if owned)
+    a notification belongs to, by its originator's partition."""
+    lanes = {p: partition_lane(source, p) for p in sorted(owned)}
+
+    def lanes_of(notification: Notification) -> Sequence[str]:
+        lane = lanes.get(partition_of(UUID(str(notification.originator_id)), partitions))
+        return () if lane is None else (lane,)
+
+    return list(lanes.values()), lanes_of

@@ -53,14 +53,29 @@ class WebhookPolicies:
         self._disable_after = disable_after
 
     def follower(self, dispatch: Any) -> Follower:
-        return Follower("webhook-policies", dispatch, self, topics=[ATTEMPTED_TOPIC])
+        """The follower of ``dispatch``'s attempts into this view, of every partition
+        until a dispatcher says which are its own (`Follower.follow_partitions`)."""
+        follower = Follower("webhook-policies", dispatch, self, topics=[ATTEMPTED_TOPIC])
+        follower.follow_partitions(range(dispatch.partitions), dispatch.partitions)
+        return follower
 
     # The follower's view ---------------------------------------------------------------
 
     def position(self, lane: str) -> int:
         recorder = self._webhooks.recorder
         assert isinstance(recorder, ProcessRecorder)
-        return recorder.max_tracking_id(lane) or 0
+        found = recorder.max_tracking_id(lane)
+        if found is None:  # a partition's lane new to an installation: the whole log's
+            found = recorder.max_tracking_id(lane.partition("#")[0])
+        return found or 0
+
+    def positions(self, lanes: list[str]) -> dict[str, int]:
+        read = getattr(self._webhooks.recorder, "tracking_positions", None)
+        if read is None:
+            return {lane: self.position(lane) for lane in lanes}
+        wholes = {lane.partition("#")[0] for lane in lanes}
+        found = read([*lanes, *wholes])
+        return {lane: found.get(lane, found.get(lane.partition("#")[0], 0)) for lane in lanes}
 
     def apply(self, batch: Batch) -> None:
         reasons: dict[UUID, tuple[str, datetime]] = {}

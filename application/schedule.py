@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from uuid import UUID
 
+from application.follow import partition_of
 from domain.delivery import CircuitPolicy, DeliveryAttempted, DeliveryScheduled, succeeded
 
 
@@ -36,6 +37,7 @@ class Due:
     attempt: int = 1
     entity_id: UUID | None = None
     position: int | None = None
+    partition: int = 0  # the store's (`application.follow.partition_of`)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def outcome_of(domain_event: object) -> Outcome | None:
     return None
 
 
-def schedule_change(domain_event: object) -> Change | None:
+def schedule_change(domain_event: object, partitions: int = 1) -> Change | None:
     match domain_event:
         case DeliveryScheduled():
             e = domain_event
@@ -85,6 +87,7 @@ def schedule_change(domain_event: object) -> Change | None:
                 e.due_at,
                 entity_id=e.entity_id,
                 position=e.position,
+                partition=partition_of(e.store_id, partitions),
             )
         case DeliveryAttempted(next_attempt_at=None):
             return Done(domain_event.originator_id)
@@ -116,10 +119,12 @@ class ScheduleWrite:
         return not (c.deletes or c.updates or c.inserts or self.outcomes or self.expected)
 
 
-def schedule_write(events: Iterable[object], policy: CircuitPolicy) -> ScheduleWrite:
+def schedule_write(
+    events: Iterable[object], policy: CircuitPolicy, partitions: int = 1
+) -> ScheduleWrite:
     """The `ScheduleWrite` of a save's events (in log order)."""
     listed = list(events)
-    changes = [c for c in map(schedule_change, listed) if c is not None]
+    changes = [c for e in listed if (c := schedule_change(e, partitions)) is not None]
     outcomes = tuple(o for o in map(outcome_of, listed) if o is not None)
     scheduled_here = {c.delivery_id for c in changes if isinstance(c, Due)}
     expected = tuple(

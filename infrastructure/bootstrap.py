@@ -46,7 +46,13 @@ from infrastructure.idempotency import (
     KeyTable,
 )
 from infrastructure.leader import Leadership, dispatcher_lock
-from infrastructure.metrics import DISPATCHER_ACTIVE, ServiceGauges, count_skipped
+from infrastructure.leases import Leases, Owner, SoleOwner
+from infrastructure.metrics import (
+    DISPATCHER_ACTIVE,
+    PARTITIONS_OWNED,
+    ServiceGauges,
+    count_skipped,
+)
 from infrastructure.persistence import application_env, ensure_schema, schema_lock
 from infrastructure.readmodels import (
     EntityViews,
@@ -139,6 +145,7 @@ def _build(
         build_envelope=build_envelope,
         policy=RetryPolicy(settings.retry_schedule),
         circuit=circuit_policy(settings),
+        partitions=settings.partitions,
         clock=clock,
         random=jitter or random.random,
     )
@@ -205,9 +212,11 @@ def start_dispatcher(
     services: Services,
     queue: Queue,
     clock: Callable[[], datetime] | None = None,
+    owner: Owner | None = None,
 ) -> Dispatcher:
-    """Run the dispatcher — the fan-out, the webhook policies and the claims — in a
-    background thread until `services.close()`."""
+    """Run the dispatcher — the fan-out, the webhook policies and the claims of the
+    partitions ``owner`` holds (all of them by default) — in a background thread until
+    `services.close()`."""
     schedule = services.schedule()
     if queue.in_process:
         # An in-process broker lost every message with the last process: hand out again
@@ -225,10 +234,13 @@ def start_dispatcher(
         services.dispatch,
         schedule,
         lambda messages: enqueue_many(queue, messages),
+        owner=owner,
         signals=signals,
         policies=policies,
         lease_seconds=settings.lease_seconds,
         per_webhook=settings.webhook_concurrency,
+        per_store=settings.store_concurrency,
+        beat_every=settings.partition_lease_seconds / 3,
         clock=clock,
     )
     wakes = connect_signals(services, signals, [services.commerce, services.dispatch])
@@ -243,9 +255,32 @@ def start_dispatcher(
     def close() -> None:
         runner.stop()
         wakes.close()
+        dispatcher.owner.close()
+        PARTITIONS_OWNED.set(0)
 
     services._closers.append(close)
     return dispatcher
+
+
+def start_dispatching(
+    services: Services,
+    queue: Queue,
+    clock: Callable[[], datetime] | None = None,
+) -> None:
+    """The dispatcher and the read models' projector of this process.
+
+    PostgreSQL: any number of processes dispatch at once, each the partitions and
+    projector roles it leases (infrastructure/leases.py). Embedded (SQLite, one process
+    per data directory): the process that holds the file lock does everything."""
+    settings = services.settings
+    roles = [follower.name for follower in services.read_models.followers]
+    if settings.embedded:
+        start_leader(services, queue, clock)
+        return
+    recorder: Any = services.dispatch.recorder
+    owner = Leases(recorder.datastore, settings.partitions, roles, settings.partition_lease_seconds)
+    start_dispatcher(services, queue, clock, owner)
+    start_projector(services, owner)
 
 
 @dataclass
@@ -300,16 +335,21 @@ def connect_signals(services: Services, signals: Signals, sources: list[Applicat
     return Wakes(listener, cancels)
 
 
-def start_projector(services: Services) -> Runner:
-    """Keep the read models in step with the event stores, in a background thread."""
+def start_projector(services: Services, owner: Owner | None = None) -> Runner:
+    """Keep the read models in step with the event stores, in a background thread: the
+    followers whose role ``owner`` holds (all of them by default)."""
     signals = Signals()
     sources: list[Application[Any]] = [services.commerce, services.webhooks, services.dispatch]
     wakes = connect_signals(services, signals, sources)
+    store = services.read_models
 
     def step() -> int:
         for app in sources:
             signals.take(app.name)
-        return services.read_models.catch_up_all()
+        if owner is None:
+            return store.catch_up_all()
+        roles = owner.owned().roles
+        return store.catch_up_all(only=roles)
 
     runner = Runner("projector", step, signals, max_idle=wakes.max_idle).start()
 
@@ -362,7 +402,7 @@ def start_leader(
                 active._closers.pop()()
 
         try:
-            start_dispatcher(active, queue, clock)
+            start_dispatcher(active, queue, clock, SoleOwner(services.settings.partitions, ()))
             start_projector(active)
         except BaseException:
             stop()

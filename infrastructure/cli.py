@@ -5,6 +5,7 @@ webround stores create --name NAME             a store and its first API key, as
 webround keys create --store ID [--email E]    another API key (shown once)
 webround keys revoke KEY_ID                    revoke a key
 webround settings [--markdown]                 the configuration reference
+webround dispatchers [--json]                  who dispatches which partitions now
 webround webhooks|events|deliveries ...        the JSON API from the command line
 webround listen --forward-to URL               your store's events on a local URL
 
@@ -18,7 +19,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from application.errors import ApplicationError
@@ -43,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"webround: configuration error: {error}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    # Every PostgreSQL connection of the process says which role it serves
+    # (pg_stat_activity's application_name), unless the operator named it already.
+    os.environ.setdefault("PGAPPNAME", f"webround {args.command}")
     if args.command == "settings":
         print(markdown_table() if args.markdown else settings)
         return 0
@@ -59,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _background_role(settings, args.command)
     if args.command == "projections":
         return projections_cli.run(settings, args)
+    if args.command == "dispatchers":
+        return _dispatchers(settings, as_json=args.json)
     if args.command in client_commands.COMMANDS:
         return client_commands.run(settings, args)
     if args.command == "audit":
@@ -85,7 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="run the JSON API only")
     api.add_argument("--host", help="interface to listen on (default WEBROUND_HOST)")
     api.add_argument("--port", type=int, help="port to listen on (default WEBROUND_PORT)")
-    commands.add_parser("dispatcher", help="run the dispatcher (one active at a time)")
+    commands.add_parser(
+        "dispatcher", help="run a dispatcher (any number: they share the partitions)"
+    )
+    dispatchers = commands.add_parser(
+        "dispatchers", help="which dispatcher holds which partitions and projector roles"
+    )
+    dispatchers.add_argument("--json", action="store_true", help="as JSON, for scripts")
     commands.add_parser("worker", help="run a delivery worker (any number)")
 
     stores = commands.add_parser("stores", help="manage stores").add_subparsers(
@@ -112,6 +124,35 @@ def _parser() -> argparse.ArgumentParser:
     audit_cli.register(commands)
     client_commands.register(commands)
     return parser
+
+
+def _dispatchers(settings: Settings, *, as_json: bool) -> int:
+    """The leases of the installation's partitions and roles: who holds what, how long."""
+    if settings.embedded:
+        print("webround: embedded: one process (`webround serve`) dispatches everything")
+        return 0
+    from infrastructure.bootstrap import build
+    from infrastructure.leases import lease_table
+
+    services = build(settings)
+    try:
+        recorder: Any = services.dispatch.recorder
+        rows = lease_table(recorder.datastore)
+    finally:
+        services.close()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    by_owner: dict[str, list[str]] = {}
+    for row in rows:
+        by_owner.setdefault(row["owner"] or "(nobody)", []).append(row["name"])
+    for owner, names in sorted(by_owner.items()):
+        partitions = [n.removeprefix("partition:") for n in names if n.startswith("partition:")]
+        roles = [n.removeprefix("role:") for n in names if n.startswith("role:")]
+        print(f"{owner}: {len(partitions)} partitions {' '.join(partitions)}")
+        if roles:
+            print(f"  roles: {', '.join(roles)}")
+    return 0
 
 
 def _admin(settings: Settings, args: argparse.Namespace) -> int:
@@ -144,7 +185,7 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
     import uvicorn
 
     from infrastructure.api.app import Server, create_app
-    from infrastructure.bootstrap import build, open_queue, start_leader, start_worker
+    from infrastructure.bootstrap import build, open_queue, start_dispatching, start_worker
 
     if demo:
         # The demo receiver listens on loopback, which is otherwise refused (SSRF).
@@ -158,7 +199,8 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
         if whole:
             queue = open_queue(services)
             start_worker(services, queue)
-            start_leader(services, queue)  # on standby while another dispatcher is active
+            # Embedded: on standby while another process holds the data directory.
+            start_dispatching(services, queue)
         if demo:
             from infrastructure.demo import start_demo
 
@@ -182,7 +224,7 @@ def _background_role(settings: Settings, role: str) -> int:
     import signal
     import threading
 
-    from infrastructure.bootstrap import build, open_queue, start_leader, start_worker
+    from infrastructure.bootstrap import build, open_queue, start_dispatching, start_worker
     from infrastructure.metrics import serve_process_metrics
 
     stop = threading.Event()
@@ -192,7 +234,8 @@ def _background_role(settings: Settings, role: str) -> int:
     try:
         queue = open_queue(services)
         if role == "dispatcher":
-            start_leader(services, queue)  # active only while it holds the lock
+            # The partitions (and projector roles) it leases: any number run at once.
+            start_dispatching(services, queue)
         else:
             start_worker(services, queue)
         serve_process_metrics(settings)

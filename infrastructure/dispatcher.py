@@ -19,6 +19,7 @@ a circuit's cool-down ending).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,8 @@ from application.dispatch import AttemptResult, DeliveryRef, Dispatch
 from application.follow import Follower
 from domain.delivery import Envelope
 from infrastructure.followers import Pulled, Signals
+from infrastructure.leases import Owner, SoleOwner
+from infrastructure.metrics import PARTITIONS_OWNED
 from infrastructure.schedule import Claimed, Schedule
 from infrastructure.worker import Message
 
@@ -65,21 +68,26 @@ class Dispatcher:
         schedule: Schedule,
         enqueue_many: Callable[[list[dict[str, Any]]], None],
         *,
+        owner: Owner | None = None,
         signals: Signals | None = None,
         policies: Follower | None = None,
         lease_seconds: float = 60.0,
         per_webhook: int = 8,
+        per_store: int = 1_000_000,
         max_in_flight: int = 2000,
+        beat_every: float = 5.0,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.dispatch = dispatch
         self.schedule = schedule
         self.signals = signals or Signals()
-        self._followers = [
-            Pulled(follower, self.signals)
-            for follower in (dispatch.fan_out, policies)
-            if follower is not None
-        ]
+        self.owner: Owner = owner or SoleOwner(dispatch.partitions, ())
+        self._partitioned = [f for f in (dispatch.fan_out, policies) if f is not None]
+        self._followers = [Pulled(follower, self.signals) for follower in self._partitioned]
+        self._beat_every = beat_every
+        self._beat_at = 0.0
+        self._partitions: tuple[int, ...] = ()
+        self._per_store = per_store
         # Sends one pass's messages together (infrastructure.broker.enqueue_many).
         self._enqueue_many = enqueue_many
         self._lease = lease_seconds
@@ -90,16 +98,43 @@ class Dispatcher:
         self._buckets: dict[UUID, _Bucket] = {}
 
     def step(self) -> int:
-        """One pass: the followers that have news, then the claims; returns how much
-        work it found."""
+        """One pass: the leases when due, the followers that have news, then the
+        claims; returns how much work it found."""
+        self._hold()
         done = sum(pulled.pull() for pulled in self._followers)
         return done + self.enqueue_due()
 
+    def _hold(self) -> None:
+        """Renew the leases when due, and work on what this process holds (nothing once
+        they may have run out)."""
+        if time.monotonic() >= self._beat_at:
+            self._beat_at = time.monotonic() + self._beat_every
+            try:
+                self.owner.beat()
+            except Exception as error:
+                log.warning("cannot renew the dispatcher's leases (%s)", type(error).__name__)
+        owned = tuple(sorted(self.owner.owned().partitions))
+        if owned != self._partitions:
+            self._partitions = owned
+            for follower in self._partitioned:
+                follower.follow_partitions(owned, self.dispatch.partitions)
+            PARTITIONS_OWNED.set(len(owned))
+            for pulled in self._followers:
+                pulled.again()
+            log.info("dispatching %d of %d partitions", len(owned), self.dispatch.partitions)
+
+    @property
+    def partitions(self) -> tuple[int, ...]:
+        """The partitions this dispatcher works on now."""
+        return self._partitions
+
     def seconds_to_next_due(self) -> float:
-        """How long an idle dispatcher may sleep (unless a commit wakes it)."""
+        """How long an idle dispatcher may sleep (unless a commit wakes it): until the
+        next time-driven work of its partitions, or its next lease renewal."""
         now = self._clock()
-        due = self.schedule.next_due(now)
-        return 3600.0 if due is None else max((due - now).total_seconds(), 0.0)
+        due = self.schedule.next_due(now, self._partitions)
+        until_due = 3600.0 if due is None else max((due - now).total_seconds(), 0.0)
+        return min(until_due, max(self._beat_at - time.monotonic(), 0.0))
 
     def nudge(self, *sources: str) -> None:
         """Something was recorded (in ``sources``; all when none are named): the next
@@ -110,7 +145,13 @@ class Dispatcher:
     def enqueue_due(self) -> int:
         now = self._clock()
         claimed = self.schedule.claim(
-            now, 500, self._lease, self._per_webhook, max_in_flight=self._max_in_flight
+            now,
+            500,
+            self._lease,
+            self._per_webhook,
+            max_in_flight=self._max_in_flight,
+            per_store=self._per_store,
+            partitions=self._partitions,
         )
         if not claimed:
             return 0

@@ -93,6 +93,10 @@ class Pulled:
         self._busy = done > 0
         return done
 
+    def again(self) -> None:
+        """Pull at the next pass whatever the signals say (its lanes changed)."""
+        self._busy = True
+
 
 def poison_counter(count: Callable[[str], None]) -> Callable[[str, Item, Exception], None]:
     """An ``on_poison`` callback that counts skipped events by follower."""

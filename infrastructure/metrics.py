@@ -71,6 +71,12 @@ def count_skipped(follower: str) -> None:
     SKIPPED_EVENTS.labels(follower).inc()
 
 
+PARTITIONS_OWNED = Gauge(
+    "webround_dispatcher_partitions",
+    "Partitions of the stores' work this dispatcher process holds the lease of (0 on "
+    "standby); the installation's partitions are shared among its dispatchers.",
+)
+
 DISPATCHER_ACTIVE = Gauge(
     "webround_dispatcher_active",
     "1 while this process holds the dispatcher lock and dispatches, else 0 (standby).",

@@ -42,7 +42,7 @@ def application_env(settings: Settings, application_name: str) -> dict[str, str]
     else:
         env = {
             "PERSISTENCE_MODULE": "infrastructure.persistence:SharedPostgresFactory",
-            **postgres_env(settings.database_url),
+            **postgres_env(settings.database_url, settings.db_pool_size),
         }
     if application_name in KEYED_APPLICATIONS:
         env["APPLICATION_RECORDER_TOPIC"] = recorder_topic(settings.embedded)
@@ -59,8 +59,10 @@ def application_env(settings: Settings, application_name: str) -> dict[str, str]
     return {f"{prefix}_{key}": value for key, value in env.items()}
 
 
-def postgres_env(database_url: str) -> dict[str, str]:
-    """The ``POSTGRES_*`` keys for a ``postgresql://`` URL (``?schema=`` picks a schema)."""
+def postgres_env(database_url: str, pool_size: int = 4) -> dict[str, str]:
+    """The ``POSTGRES_*`` keys for a ``postgresql://`` URL (``?schema=`` picks a schema),
+    for a pool of at most ``pool_size`` connections (one pool per process: see
+    `SharedPostgresFactory`)."""
     parts = urlsplit(database_url)
     if not parts.path.strip("/"):
         raise SettingsError("WEBROUND_DATABASE_URL: the URL names no database")
@@ -74,11 +76,11 @@ def postgres_env(database_url: str) -> dict[str, str]:
         # No pre-ping: it doubles the round trips of every read, and the library's
         # recorders already retry an operation that meets a connection closed by a
         # database restart.
-        # The pool opens POOL_SIZE connections at start and grows on demand: three
-        # applications per process must not take 15 connections before doing anything
-        # (PostgreSQL's default max_connections is 100, shared by every process).
+        # The process's one pool opens one connection and grows on demand up to
+        # WEBROUND_DB_POOL_SIZE (PostgreSQL's default max_connections is 100, shared by
+        # every process of every installation on the server).
         "POSTGRES_POOL_SIZE": "1",
-        "POSTGRES_MAX_OVERFLOW": "9",
+        "POSTGRES_MAX_OVERFLOW": str(max(pool_size - 1, 0)),
     }
     schema = parse_qs(parts.query).get("schema")
     if schema:

@@ -26,7 +26,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -133,11 +133,14 @@ class ReadModelStore:
 
     # Catching up -------------------------------------------------------------------
 
-    def catch_up_all(self, limit: int = BATCH) -> int:
+    def catch_up_all(self, limit: int = BATCH, only: Collection[str] | None = None) -> int:
         """Apply up to ``limit`` new events of each source to every model that follows
-        it; returns how many notifications were read."""
+        it (of the followers named ``only``, when given); returns how many notifications
+        were read."""
         done = 0
         for follower in self.followers:
+            if only is not None and follower.name not in only:
+                continue
             follower.batch_size = limit
             done += follower.pull()
         return done

@@ -36,6 +36,7 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
+from application.follow import partition_of
 from application.schedule import (
     Folded,
     HealthRecord,
@@ -120,7 +121,26 @@ def _create_statements(d: Dialect) -> list[str]:
             f" delivery_id {t['text']} PRIMARY KEY, webhook_id {t['text']} NOT NULL,"
             f" envelope_id {t['text']} NOT NULL, store_id {t['text']} NOT NULL,"
             f" attempt {t['integer']} NOT NULL, due_at {t['real']} NOT NULL,"
-            f" lease_until {t['real']}, entity_id {t['text']}, position {t['integer']})"
+            f" lease_until {t['real']}, entity_id {t['text']}, position {t['integer']},"
+            f" partition {t['integer']} NOT NULL DEFAULT 0)"
+        ),
+        # Tables of earlier versions lack these columns (PostgreSQL; a SQLite table is
+        # new in dispatch.sqlite): added empty, filled by `migrate_legacy_schedule`.
+        *(
+            [
+                d.sql(f"ALTER TABLE {{t}}due_deliveries ADD COLUMN IF NOT EXISTS {column}")
+                for column in (
+                    "entity_id text",
+                    "position bigint",
+                    "partition bigint NOT NULL DEFAULT 0",
+                )
+            ]
+            if d.postgres
+            else []
+        ),
+        d.sql(
+            "CREATE INDEX IF NOT EXISTS due_deliveries_partition"
+            " ON {t}due_deliveries (partition, due_at)"
         ),
         d.sql("CREATE INDEX IF NOT EXISTS due_deliveries_due ON {t}due_deliveries (due_at)"),
         d.sql(
@@ -205,8 +225,8 @@ def _apply_changes(c: Any, d: Dialect, folded: Folded) -> None:
         c.executemany(
             d.sql(
                 "INSERT INTO {t}due_deliveries (delivery_id, webhook_id, envelope_id,"
-                " store_id, attempt, due_at, lease_until, entity_id, position)"
-                " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?) ON CONFLICT DO NOTHING"
+                " store_id, attempt, due_at, lease_until, entity_id, position, partition)"
+                " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?) ON CONFLICT DO NOTHING"
             ),
             [
                 (
@@ -218,6 +238,7 @@ def _apply_changes(c: Any, d: Dialect, folded: Folded) -> None:
                     _ts(r.due_at),
                     _str_or_none(r.entity_id),
                     r.position,
+                    r.partition,
                 )
                 for r in sorted(folded.inserts, key=lambda r: r.delivery_id)
             ],
@@ -342,12 +363,21 @@ class Schedule:
         lease_seconds: float,
         per_webhook: int = 1_000_000,
         max_in_flight: int | None = None,
+        *,
+        per_store: int = 1_000_000,
+        partitions: Sequence[int] | None = None,
     ) -> list[Claimed]:
-        """Lease up to ``limit`` due deliveries, oldest first, at most ``per_webhook`` of
-        one webhook in flight, none of a webhook whose circuit is open and one probe of a
-        webhook whose circuit is half-open; given ``max_in_flight``, no more than bring
-        the deliveries in flight (`in_flight`) to that many in all."""
+        """Lease up to ``limit`` due deliveries of these ``partitions`` (None: all),
+        oldest first: at most ``per_webhook`` of one webhook and ``per_store`` of one
+        store in flight; none of a webhook whose circuit is open, one probe of a webhook
+        whose circuit is half-open; of one entity to one webhook, one at a time (so a
+        healthy endpoint gets an entity's events in log order); given ``max_in_flight``,
+        no more than bring the deliveries in flight (`in_flight`) to that many in all."""
         moment = _ts(now)
+        if partitions is not None and not partitions:
+            return []
+        where_partition, partition_params = self._in_partitions("d.", partitions)
+        busy_partition, busy_params = self._in_partitions("", partitions)
         if max_in_flight is None:
             room, room_params = "?", [limit]
         else:
@@ -355,30 +385,47 @@ class Schedule:
             # negative LIMIT as none at all).
             room = (
                 "(SELECT CASE WHEN r < 0 THEN 0 WHEN r < ? THEN r ELSE ? END"
-                " FROM (SELECT ? - COALESCE(sum(n), 0) AS r FROM busy) AS room)"
+                " FROM (SELECT ? - COUNT(*) AS r FROM busy) AS room)"
             )
             room_params = [limit, limit, max_in_flight]
         with self._transaction() as c:
             c.execute(
                 self._d.sql(
                     # In flight: leased, lease not run out.
-                    "WITH busy AS (SELECT webhook_id, count(*) AS n FROM {t}due_deliveries"  # noqa: S608 (ours, not input)
-                    "  WHERE lease_until >= ? GROUP BY webhook_id),"
-                    # Due, unleased rows ranked per webhook, oldest first. A webhook whose
-                    # circuit is open, or already at its cap, is left out before the
-                    # ranking: its held rows (however many) cost no sorting. The cap is
-                    # per_webhook, or 1 (one probe) while the circuit is half-open.
-                    " candidates AS (SELECT d.delivery_id, d.due_at,"
-                    "  COALESCE(b.n, 0) AS in_flight,"
+                    "WITH busy AS (SELECT webhook_id, store_id, entity_id"  # noqa: S608 (ours, not input)
+                    f"  FROM {{t}}due_deliveries WHERE lease_until >= ?{busy_partition}),"
+                    " busy_webhook AS (SELECT webhook_id, count(*) AS n FROM busy"
+                    "  GROUP BY webhook_id),"
+                    " busy_store AS (SELECT store_id, count(*) AS n FROM busy GROUP BY store_id),"
+                    # Due, unleased rows, ranked oldest first per webhook, per store and per
+                    # (webhook, entity). A webhook whose circuit is open or already at its
+                    # cap, a store at its cap, an entity with a delivery in flight to the
+                    # webhook: left out before the ranking (their held rows, however many,
+                    # cost no sorting). A webhook's cap is per_webhook, or 1 (one probe)
+                    # while its circuit is half-open.
+                    " candidates AS (SELECT d.delivery_id, d.due_at, d.entity_id,"
+                    "  COALESCE(bw.n, 0) AS w_busy, COALESCE(bs.n, 0) AS s_busy,"
                     "  CASE WHEN h.open_until IS NULL THEN ? ELSE 1 END AS cap,"
-                    "  ROW_NUMBER() OVER (PARTITION BY d.webhook_id ORDER BY d.due_at) AS rank"
+                    "  ROW_NUMBER() OVER (PARTITION BY d.webhook_id"
+                    "   ORDER BY d.due_at, d.position) AS w_rank,"
+                    "  ROW_NUMBER() OVER (PARTITION BY d.store_id"
+                    "   ORDER BY d.due_at, d.position) AS s_rank,"
+                    "  ROW_NUMBER() OVER (PARTITION BY d.webhook_id, d.entity_id"
+                    "   ORDER BY d.position, d.due_at) AS e_rank"
                     "  FROM {t}due_deliveries d"
                     "  LEFT JOIN {t}webhook_health h ON h.webhook_id = d.webhook_id"
-                    "  LEFT JOIN busy b ON b.webhook_id = d.webhook_id"
+                    "  LEFT JOIN busy_webhook bw ON bw.webhook_id = d.webhook_id"
+                    "  LEFT JOIN busy_store bs ON bs.store_id = d.store_id"
                     "  WHERE d.due_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)"
+                    f"  {where_partition}"
                     "  AND (h.open_until IS NULL OR h.open_until <= ?)"
-                    "  AND COALESCE(b.n, 0) < CASE WHEN h.open_until IS NULL THEN ? ELSE 1 END),"
-                    " chosen AS (SELECT delivery_id FROM candidates WHERE rank + in_flight <= cap"
+                    "  AND COALESCE(bw.n, 0) < CASE WHEN h.open_until IS NULL THEN ? ELSE 1 END"
+                    "  AND COALESCE(bs.n, 0) < ?"
+                    "  AND NOT EXISTS (SELECT 1 FROM busy b WHERE b.webhook_id = d.webhook_id"
+                    "   AND b.entity_id = d.entity_id)),"
+                    " chosen AS (SELECT delivery_id FROM candidates"
+                    "  WHERE w_rank + w_busy <= cap AND s_rank + s_busy <= ?"
+                    "  AND (entity_id IS NULL OR e_rank = 1)"
                     f"  ORDER BY due_at LIMIT {room}),"
                     # PostgreSQL: lock the chosen rows, skipping those another transaction
                     # holds (a concurrent claim, or a save recording their attempt), so
@@ -396,11 +443,15 @@ class Schedule:
                 ),
                 [
                     moment,
+                    *busy_params,
                     per_webhook,
                     moment,
                     moment,
+                    *partition_params,
                     moment,
                     per_webhook,
+                    per_store,
+                    per_store,
                     *room_params,
                     moment + lease_seconds,
                     moment,
@@ -409,6 +460,13 @@ class Schedule:
             rows = c.fetchall()
         # RETURNING comes in no particular order.
         return [_claimed(row) for row in sorted(rows, key=lambda row: float(row[5]))]
+
+    @staticmethod
+    def _in_partitions(alias: str, partitions: Sequence[int] | None) -> tuple[str, list[int]]:
+        if partitions is None:
+            return "", []
+        marks = ", ".join("?" * len(partitions))
+        return f" AND {alias}partition IN ({marks})", list(partitions)
 
     def postpone(self, delivery_id: UUID, due_at: datetime) -> None:
         with self._transaction() as c:
@@ -436,20 +494,23 @@ class Schedule:
             c.execute(self._d.sql(sql), params)
             return c.fetchone()[0]
 
-    def next_due(self, now: datetime) -> datetime | None:
-        """When something may next be claimable that is not now: a retry falling due, a
-        lease running out, an open circuit's cool-down ending (None: nothing pending).
-        Rows due now but not claimed are held by caps, freed by attempts being recorded
-        (a commit wakes the dispatcher), so they are not counted."""
+    def next_due(self, now: datetime, partitions: Sequence[int] | None = None) -> datetime | None:
+        """When something of these partitions may next be claimable that is not now: a
+        retry falling due, a lease running out, an open circuit's cool-down ending (None:
+        nothing pending). Rows due now but not claimed are held by caps, freed by
+        attempts being recorded (a commit wakes the dispatcher), so they are not
+        counted."""
         moment = _ts(now)
+        if partitions is not None and not partitions:
+            return None
+        where, params = self._in_partitions("", partitions)
         with self._transaction(write=False) as c:
             found = []
-            for sql in (
-                "SELECT min(due_at) FROM {t}due_deliveries WHERE due_at > ?",
-                "SELECT min(lease_until) FROM {t}due_deliveries WHERE lease_until >= ?",
-                "SELECT min(open_until) FROM {t}webhook_health WHERE open_until > ?",
-            ):
-                c.execute(self._d.sql(sql), (moment,))
+            due = "SELECT min(due_at) FROM {t}due_deliveries WHERE due_at > ?"
+            leased = "SELECT min(lease_until) FROM {t}due_deliveries WHERE lease_until >= ?"
+            opens = "SELECT min(open_until) FROM {t}webhook_health WHERE open_until > ?"
+            for sql, extra in ((due + where, params), (leased + where, params), (opens, [])):
+                c.execute(self._d.sql(sql), (moment, *extra))
                 value = c.fetchone()[0]
                 if value is not None:
                     found.append(float(value))
@@ -530,21 +591,25 @@ def _claimed(row: Sequence[Any]) -> Claimed:
 def migrate_legacy_schedule(dispatch: Any, data_dir: Path) -> bool:
     """Bring a schedule kept by an earlier version — a projection of the dispatch log
     with its own position (``due_tracking``; embedded: in ``schedule.sqlite``) — into the
-    tables written with the events: its rows are kept, the events it had not applied yet
-    are applied, and the old position (and file) are retired. Idempotent; True when
-    there was something to migrate. Run once at start, under the schema lock."""
+    tables written with the events: its rows are kept (with their store's partition), the
+    events it had not applied yet are applied, and the old position (and file) are
+    retired. Idempotent; True when there was something to migrate. Run once at start,
+    under the schema lock."""
     recorder = dispatch.recorder
     d: Dialect = recorder.dialect
+    partitions: int = dispatch.partitions
     legacy_file = data_dir / "schedule.sqlite"
-    due: list[Any] = []
-    health: list[Any] = []
     with transaction(recorder.datastore) as c:
         if d.postgres:
-            for column, kind in (("entity_id", "text"), ("position", "bigint")):
-                c.execute(f"ALTER TABLE due_deliveries ADD COLUMN IF NOT EXISTS {column} {kind}")
             c.execute("SELECT to_regclass('due_tracking')")
             if c.fetchone()[0] is None:
                 return False
+            # Rows of the earlier version: their partition column was added empty.
+            c.execute("SELECT delivery_id, store_id FROM due_deliveries")
+            c.executemany(
+                "UPDATE due_deliveries SET partition = %s WHERE delivery_id = %s",
+                [(partition_of(UUID(store), partitions), i) for i, store in c.fetchall()],
+            )
             c.execute("SELECT position FROM due_tracking")
             row = c.fetchone()
         else:
@@ -562,8 +627,8 @@ def migrate_legacy_schedule(dispatch: Any, data_dir: Path) -> bool:
                 legacy.close()
             c.executemany(
                 "INSERT OR IGNORE INTO due_deliveries (delivery_id, webhook_id, envelope_id,"
-                " store_id, attempt, due_at) VALUES (?, ?, ?, ?, ?, ?)",
-                due,
+                " store_id, attempt, due_at, partition) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*r, partition_of(UUID(r[3]), partitions)) for r in due],
             )
             c.executemany("INSERT OR IGNORE INTO webhook_health VALUES (?, ?, ?, ?, ?)", health)
         position = int(row[0]) if row else 0
@@ -572,7 +637,7 @@ def migrate_legacy_schedule(dispatch: Any, data_dir: Path) -> bool:
         while notifications := recorder.select_notifications(start=position + 1, limit=1000):
             events.extend(dispatch.mapper.to_domain_event(n) for n in notifications)
             position = notifications[-1].id
-        write = schedule_write(events, dispatch.circuit)
+        write = schedule_write(events, dispatch.circuit, partitions)
         write_schedule(c, d, replace(write, expected=()))
         if d.postgres:
             c.execute("DROP TABLE due_tracking")

@@ -155,6 +155,14 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "WEBROUND_STORE_CONCURRENCY",
+        "16",
+        "Deliveries of one store (all its webhooks) in flight at once, so that a slow or "
+        "hostile tenant holds at most this many worker threads and the others always have "
+        "some (keep it below the worker threads of the installation).",
+        _positive_int,
+    ),
+    Setting(
         "WEBROUND_AUTO_DISABLE_AFTER",
         "432000",
         "Seconds of failed deliveries without a single success after which a webhook is "
@@ -167,6 +175,30 @@ SETTINGS: tuple[Setting, ...] = (
         "How long a delivery handed to the queue may stay unrecorded before the dispatcher "
         "hands it out again (a worker or broker lost it). Keep above the longest timeout.",
         _positive_float,
+    ),
+    Setting(
+        "WEBROUND_PARTITIONS",
+        "32",
+        "Partitions the stores' work is divided into, shared out among the `webround "
+        "dispatcher` processes (each owns some, leased in PostgreSQL). Fixed when an "
+        "installation first starts: more than you will ever run dispatchers.",
+        _positive_int,
+    ),
+    Setting(
+        "WEBROUND_PARTITION_LEASE_SECONDS",
+        "15",
+        "How long a dispatcher's lease on its partitions lasts without renewal: the partitions "
+        "of a dispatcher that died move to the others after at most this long (renewed every "
+        "third of it).",
+        _positive_float,
+    ),
+    Setting(
+        "WEBROUND_DB_POOL_SIZE",
+        "4",
+        "PostgreSQL connections one process keeps for its work (one pool per process); a "
+        "dispatcher holds one more to listen for commits. See docs/operations.md for the "
+        "budget of N processes.",
+        _positive_int,
     ),
     Setting("WEBROUND_HOST", "127.0.0.1", "Interface `webround serve|api` listen on.", str),
     Setting("WEBROUND_PORT", "8000", "Port `webround serve|api` listen on.", _port),
@@ -213,8 +245,12 @@ class Settings:
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     worker_threads: int = 32
     webhook_concurrency: int = 16
+    store_concurrency: int = 16
     auto_disable_after: float = 432000.0
     lease_seconds: float = 60.0
+    partitions: int = 32
+    partition_lease_seconds: float = 15.0
+    db_pool_size: int = 4
     host: str = "127.0.0.1"
     port: int = 8000
     log_format: str = "text"

@@ -103,6 +103,23 @@ def write_trackings(
         )
 
 
+def read_positions(datastore: Any, d: Dialect, table: str, names: Sequence[str]) -> dict[str, int]:
+    """Lanes' tracking records, in one read."""
+    from infrastructure.sql import transaction
+
+    if not names:
+        return {}
+    with transaction(datastore, write=False) as c:
+        c.execute(
+            d.sql(
+                f"SELECT application_name, notification_id FROM {{t}}{table}"  # noqa: S608 (ours)
+                f" WHERE application_name IN ({', '.join('?' * len(names))})"
+            ),
+            list(names),
+        )
+        return {str(name): int(position) for name, position in c.fetchall()}
+
+
 def first_column(row: Any) -> Any:
     """A row's first value, from a tuple row or a dict row (eventsourcing's cursors)."""
     return next(iter(row.values())) if isinstance(row, dict) else row[0]
@@ -166,6 +183,10 @@ class PostgresFollowerRecorder(PostgresProcessRecorder):
     def extra_create_statements(self) -> list[str]:
         return poison_statements(self.dialect)
 
+    def tracking_positions(self, names: Sequence[str]) -> dict[str, int]:
+        """Several lanes' positions in one read (absent: no record)."""
+        return read_positions(self.datastore, self.dialect, self.tracking_table_name, names)
+
     def _insert_events(
         self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> None:
@@ -195,6 +216,10 @@ class SqliteFollowerRecorder(SQLiteProcessRecorder):
 
     def extra_create_statements(self) -> list[str]:
         return poison_statements(SQLITE)
+
+    def tracking_positions(self, names: Sequence[str]) -> dict[str, int]:
+        """Several lanes' positions in one read (absent: no record)."""
+        return read_positions(self.datastore, SQLITE, "tracking", names)
 
     def _insert_events(
         self, c: Any, stored_events: Sequence[StoredEvent], **kwargs: Any

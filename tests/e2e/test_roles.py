@@ -1,8 +1,9 @@
-"""The production roles as an operator runs them (SPEC §10): real `webround` processes.
+"""The production roles as an operator runs them (SPEC §10, §11): real `webround` processes.
 
-- A single active dispatcher by lock: two `webround dispatcher` on one PostgreSQL schema
-  (or one SQLite data directory), one active and one on standby; `kill -9` the active one
-  and the standby takes over within seconds, and deliveries go on.
+- Dispatchers share the partitions (PostgreSQL): two hold four of eight each; `kill -9`
+  one and the other holds all within two lease periods, every event still arriving; a
+  third joins and they share again. Embedded (one SQLite data directory): one active
+  dispatcher by file lock, the other on standby, taking over when the first is killed.
 - Graceful shutdown: SIGTERM to a worker in the middle of slow attempts lets them finish
   and be recorded, then exits 0; what it had not started is done by the next worker.
 - Logs in JSON (`WEBROUND_LOG_FORMAT=json`) are one object per line, with their fields.
@@ -18,6 +19,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,12 +27,14 @@ from typing import IO, Any, TypeVar
 from uuid import UUID
 
 import httpx
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from domain.values import Actor
 from infrastructure.bootstrap import Services, build
 from infrastructure.settings import Settings
+from tests.conftest import POSTGRES_DSN
 from tests.support.receiver import Receiver, RecordedRequest, Reply, free_port
 
 WEBROUND = Path(sys.executable).parent / "webround"
@@ -148,13 +152,16 @@ def base_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def production_env(tmp_path: Path, postgres_url: str, redis_url: str) -> dict[str, str]:
+def production_env(
+    tmp_path: Path, postgres_url: str, redis_url: str, **extra: str
+) -> dict[str, str]:
     return base_env(
         tmp_path,
         WEBROUND_DATABASE_URL=postgres_url,
         WEBROUND_BROKER_URL=redis_url,
         WEBROUND_MASTER_KEY=base64.b64encode(secrets.token_bytes(32)).decode(),
         WEBROUND_LOG_FORMAT="json",
+        **extra,
     )
 
 
@@ -191,67 +198,110 @@ def active(process: Process) -> int:
     return sum(r.get("message", "").startswith("dispatcher active") for r in process.json_lines())
 
 
-# --- a single active dispatcher ----------------------------------------------------------
+# --- dispatchers sharing the partitions -----------------------------------------------
+
+
+def holders(fleet: Fleet) -> dict[str, int]:
+    """Partitions per dispatcher holding any, as `webround dispatchers --json` says."""
+    counts: dict[str, int] = {}
+    for lease in json.loads(fleet.command("dispatchers", "--json")):
+        if lease["name"].startswith("partition:") and lease["owner"]:
+            counts[lease["owner"]] = counts.get(lease["owner"], 0) + 1
+    return counts
+
+
+def dispatcher(fleet: Fleet, metrics_port: int) -> Process:
+    return fleet.start(
+        "dispatcher", "webround: dispatcher running", WEBROUND_METRICS_PORT=str(metrics_port)
+    )
+
+
+def partitions_metric(port: int) -> float:
+    exposed = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(exposed)
+        for sample in family.samples
+        if sample.name == "webround_dispatcher_partitions"
+    )
 
 
 @pytest.mark.postgres
 @pytest.mark.redis
-def test_one_dispatcher_is_active_and_the_standby_takes_over_when_it_is_killed(
+def test_dispatchers_share_the_partitions_and_those_of_a_killed_one_move(
     tmp_path: Path, postgres_url: str, redis_url: str
 ) -> None:
-    env = production_env(tmp_path, postgres_url, redis_url)
+    lease = 3.0
+    env = production_env(
+        tmp_path,
+        postgres_url,
+        redis_url,
+        WEBROUND_PARTITIONS="8",
+        WEBROUND_PARTITION_LEASE_SECONDS=str(lease),
+    )
     fleet = Fleet(tmp_path, env)
-    # (The in-process applications are opened only while needed: each `webround` process
-    # holds some twenty PostgreSQL connections, and the server allows a hundred.)
+    ports = [free_port() for _ in range(3)]
     with Receiver() as receiver, running(fleet):
-        # Given a store (by the CLI) with a webhook to a receiver, and a first event
-        store_id = UUID(json.loads(fleet.command("stores", "create", "--name", "Shop"))["storeId"])
+        # Given eight stores, each with a webhook to a receiver (the stores fall into
+        # several partitions), two dispatchers and two workers
         with applications(env) as services:
-            webhook(services, store_id, receiver)
-            register(services, store_id, "before")
-        # And two dispatchers and a worker on one schema, the dispatchers logging JSON
-        first = fleet.start("dispatcher", wait_for="dispatcher active")
-        second = fleet.start("dispatcher", wait_for="dispatcher on standby")
-        fleet.start("worker", wait_for="webround: worker running")
+            stores = [
+                UUID(services.webhooks.create_store(f"Shop {n}", Actor.system())["storeId"])
+                for n in range(8)
+            ]
+            for store in stores:
+                webhook(services, store, receiver)
+        first = fleet.start(
+            "dispatcher", "webround: dispatcher running", WEBROUND_METRICS_PORT=str(ports[0])
+        )
+        fleet.start(
+            "dispatcher", "webround: dispatcher running", WEBROUND_METRICS_PORT=str(ports[1])
+        )
+        for _ in range(2):
+            fleet.start("worker", wait_for="webround: worker running")
 
-        # Then exactly one of them is active, and the other says it is on standby
-        assert (active(first), active(second)) == (1, 0)
-        standby = [r for r in second.json_lines() if "standby" in r["message"]]
-        assert standby
-        assert standby[0]["level"] == "INFO"
-        assert "advisory lock" in standby[0]["lock"]
-        # And the event is delivered
-        eventually(lambda: "before" in names_answered(receiver), timeout=15)
+        # Then both dispatchers hold partitions, four each, as the CLI and their
+        # metrics say
+        eventually(lambda: sorted(holders(fleet).values()) == [4, 4], timeout=4 * lease)
+        assert [partitions_metric(p) for p in ports[:2]] == [4.0, 4.0]
 
-        # When the active dispatcher is killed (SIGKILL: no chance to let go)
-        first.popen.send_signal(signal.SIGKILL)
-        killed = time.monotonic()
-        first.popen.wait(timeout=10)
-
-        # Then the standby takes over within a few seconds
-        eventually(lambda: active(second) == 1, timeout=TAKEOVER_SECONDS)
-        print(f"\ntakeover after {time.monotonic() - killed:.1f} s")
-        # And deliveries go on
+        # When events flow to every store, and one dispatcher is killed midway
+        names: list[str] = []
         with applications(env) as services:
-            register(services, store_id, "after")
-        eventually(lambda: "after" in names_answered(receiver), timeout=15)
+            for round_ in range(3):
+                batch = [f"r{round_}-s{n}" for n in range(len(stores))]
+                for store, name in zip(stores, batch, strict=True):
+                    register(services, store, name)
+                names += batch
+                if round_ == 0:
+                    eventually(lambda: len(names_answered(receiver)) >= 4, timeout=15)
+                    first.popen.send_signal(signal.SIGKILL)
+                    killed = time.monotonic()
+                    first.popen.wait(timeout=10)
 
-        # And the worker's JSON log lines carry each attempt's fields
-        worker = fleet.processes[2]
+        # Then its partitions move to the other within two lease periods
+        eventually(lambda: sorted(holders(fleet).values()) == [8], timeout=2 * lease + 2)
+        print(f"\npartitions moved after {time.monotonic() - killed:.1f} s")
+        # And every event reaches its endpoint; a duplicate carries the same webhook-id
+        eventually(lambda: names_answered(receiver) >= set(names), timeout=30)
+        ids: dict[str, set[str]] = {}
+        for request in receiver.requests:
+            envelope = request.headers["webround-envelope-id"]
+            ids.setdefault(envelope, set()).add(request.headers["webhook-id"])
+        assert all(len(found) == 1 for found in ids.values())
 
-        def attempts_logged() -> list[dict[str, Any]] | None:
-            found = [r for r in worker.json_lines() if r["message"] == "delivery attempt"]
-            return found if len(found) >= 2 else None
+        # When a third dispatcher starts
+        fleet.start(
+            "dispatcher", "webround: dispatcher running", WEBROUND_METRICS_PORT=str(ports[2])
+        )
 
-        attempts = eventually(attempts_logged, timeout=5)
-        for record in attempts:
-            assert record["logger"] == "webround.worker"
-            assert record["status_code"] == 200
-            assert record["attempt"] == 1
-            assert record["event_id"].startswith("evt_")
-            UUID(record["delivery_id"])
-            UUID(record["webhook_id"])
-            assert record["duration_ms"] >= 0
+        # Then the partitions are shared again, and events still flow
+        eventually(lambda: sorted(holders(fleet).values()) == [4, 4], timeout=4 * lease)
+        with applications(env) as services:
+            late = [f"late-s{n}" for n in range(len(stores))]
+            for store, name in zip(stores, late, strict=True):
+                register(services, store, name)
+        eventually(lambda: names_answered(receiver) >= set(late), timeout=30)
 
 
 def test_one_embedded_dispatcher_per_data_directory_by_file_lock(tmp_path: Path) -> None:
@@ -295,7 +345,7 @@ def test_sigterm_lets_a_worker_finish_and_record_its_attempts_then_exit_0(
         store_id = UUID(json.loads(fleet.command("stores", "create", "--name", "Shop"))["storeId"])
         webhook(services, store_id, receiver)
         # And a dispatcher and a worker of two threads
-        fleet.start("dispatcher", wait_for="dispatcher active")
+        fleet.start("dispatcher", wait_for="webround: dispatcher running")
         worker = fleet.start(
             "worker", wait_for="webround: worker running", **{"WEBROUND_WORKER_THREADS": "2"}
         )
@@ -341,3 +391,72 @@ def test_sigterm_lets_a_worker_finish_and_record_its_attempts_then_exit_0(
             if sample.name == "webround_delivery_attempts_total"
         }
         assert counted == {"succeeded": len(names) - len(started), "failed": 0, "retrying": 0}
+
+
+# --- the connection budget ------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_api_dispatcher_and_worker_hold_at_most_sixteen_connections(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    env = production_env(tmp_path, postgres_url, redis_url)
+    fleet = Fleet(tmp_path, env)
+    tag = UUID(int=int(time.time_ns())).hex[-8:]  # names this test's connections
+    roles = {
+        "api": f"wr-{tag}-api",
+        "dispatcher": f"wr-{tag}-dispatcher",
+        "worker": f"wr-{tag}-worker",
+    }
+    with Receiver() as receiver, running(fleet):
+        # Given the three roles of an installation, with the default pool size
+        port = free_port()
+        fleet.start("api", "serving on", PGAPPNAME=roles["api"], WEBROUND_PORT=str(port))
+        fleet.start("dispatcher", "webround: dispatcher running", PGAPPNAME=roles["dispatcher"])
+        fleet.start("worker", "webround: worker running", PGAPPNAME=roles["worker"])
+        store = json.loads(fleet.command("stores", "create", "--name", "Shop"))
+        headers = {"authorization": f"Bearer {store['apiKey']}"}
+        api = f"http://127.0.0.1:{port}"
+        httpx.post(
+            f"{api}/v1/webhooks",
+            json={"url": receiver.url + "hooks", "eventTypes": ["*"]},
+            headers=headers,
+            timeout=10,
+        ).raise_for_status()
+
+        # When they work: commands from eight clients at once, deliveries flowing
+        peak: dict[str, int] = {}
+
+        def sample() -> None:
+            with psycopg.connect(POSTGRES_DSN, autocommit=True) as admin:
+                rows = admin.execute(
+                    "SELECT application_name, count(*) FROM pg_stat_activity"
+                    " WHERE application_name LIKE %s GROUP BY application_name",
+                    (f"wr-{tag}-%",),
+                ).fetchall()
+            for name, count in rows:
+                peak[name] = max(peak.get(name, 0), int(count))
+
+        def commands(n: int) -> None:
+            with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
+                for i in range(25):
+                    client.post("/v1/customers", json={"email": f"c{n}-{i}@x.example", "name": "C"})
+
+        threads = [threading.Thread(target=commands, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        while any(t.is_alive() for t in threads):
+            sample()
+            time.sleep(0.1)
+        eventually(lambda: len(receiver.requests) >= 200, timeout=60)
+        sample()
+
+        # Then no role held more than its pool (and the dispatcher its commit
+        # listener), and all three together at most sixteen
+        print(f"\npeak connections: {peak}")
+        assert peak.get(roles["api"], 0) <= 4
+        assert peak.get(roles["dispatcher"], 0) <= 5
+        assert peak.get(roles["worker"], 0) <= 4
+        assert sum(peak.values()) <= 16
+        assert set(peak) == set(roles.values())

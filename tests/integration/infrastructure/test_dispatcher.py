@@ -304,13 +304,13 @@ def test_the_position_is_read_once_then_remembered(
     world.events(1)
     recorder: Any = world.services.dispatch.recorder
     reads = []
-    read = recorder.max_tracking_id
+    read = recorder.tracking_positions
 
-    def counted(name: str) -> int | None:
-        reads.append(name)
-        return read(name)  # type: ignore[no-any-return]
+    def counted(names: list[str]) -> dict[str, int]:
+        reads.append(names)
+        return read(names)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(recorder, "max_tracking_id", counted)
+    monkeypatch.setattr(recorder, "tracking_positions", counted)
 
     # When the dispatcher makes a pass, an event is recorded, it makes another, then idles
     first = world.pass_()
@@ -322,7 +322,8 @@ def test_the_position_is_read_once_then_remembered(
     assert len(first) == len(second) == 1
     assert first[0]["eventId"] != second[0]["eventId"]
     assert idle == []
-    # And the position was read from the tracking table once, then known
+    # And the positions of every partition were read from the tracking table at once,
+    # then known
     assert len(reads) == 1
     assert world.services.dispatch.position == commerce_head(world.services)
 
