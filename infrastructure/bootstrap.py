@@ -371,7 +371,10 @@ def start_worker(
     sender = Sender(services.guard, USER_AGENT, max_connections=max(threads * 2, 10))
     recorder = AttemptRecorder(services.dispatch)
     declare_deliver_actor(queue, DeliveryWorker(sender, services.keeper, recorder, clock))
-    worker = dramatiq.Worker(queue.broker, worker_threads=threads, worker_timeout=100)
+    # worker_timeout: how often an idle consumer and the worker threads look for a stop
+    # (Redis consumers are woken by every enqueue; RabbitMQ pushes; in-process queues
+    # block): a second costs little while idle and delays a shutdown by at most that.
+    worker = dramatiq.Worker(queue.broker, worker_threads=threads, worker_timeout=1000)
     worker.start()
 
     def close() -> None:

@@ -47,10 +47,8 @@ def make_broker(settings: Settings) -> Queue:
         url, namespace = _split_namespace(settings.broker_url)
         name = f"{QUEUE}.{namespace}" if namespace else QUEUE
         if url.startswith(("redis://", "rediss://")):
-            from dramatiq.brokers.redis import RedisBroker
-
-            broker = RedisBroker(  # type: ignore[no-untyped-call]
-                url=url, namespace=f"webround-{namespace}" if namespace else "dramatiq"
+            broker = _waking_redis_broker(
+                url, namespace=f"webround-{namespace}" if namespace else "dramatiq"
             )
         else:
             from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -58,6 +56,81 @@ def make_broker(settings: Settings) -> Queue:
             broker = RabbitmqBroker(url=url)
     broker.declare_queue(name)
     return Queue(broker, name)
+
+
+def wake_channel(broker: Any, queue_name: str) -> str:
+    """The Redis channel a queue's idle consumers wait on (one message per enqueue)."""
+    return f"{broker.namespace}:{queue_name}.wake"
+
+
+def _waking_redis_broker(url: str, namespace: str) -> dramatiq.Broker:
+    """dramatiq's `RedisBroker`, whose consumers, when their queue is empty, wait for a
+    message on the queue's wake channel (published with every enqueue of ours) instead
+    of polling: an idle worker costs one fetch per ``worker_timeout``, and a new delivery
+    is fetched the moment it is enqueued, not after a backoff of up to that timeout.
+
+    The consumer is dramatiq 2.2's private ``_RedisConsumer`` with one step changed (see
+    `_WakingConsumer`); a dramatiq without it gets the plain broker (polling, never
+    stuck)."""
+    from dramatiq.broker import MessageProxy
+    from dramatiq.brokers import redis as dramatiq_redis
+    from dramatiq.errors import ConnectionClosed
+    from redis import exceptions as redis_errors
+
+    base = getattr(dramatiq_redis, "_RedisConsumer", None)
+    if base is None or not hasattr(dramatiq_redis.RedisBroker, "consumer_class"):
+        log.warning("this dramatiq's RedisBroker differs from 2.2: consumers poll")
+        return dramatiq_redis.RedisBroker(url=url, namespace=namespace)  # type: ignore[no-untyped-call]
+
+    class _WakingConsumer(base):  # type: ignore[misc, valid-type]
+        """`_RedisConsumer.__next__` of dramatiq 2.2.1, but for the wait when nothing
+        was fetched: a blocking read of the wake channel rather than a sleep."""
+
+        def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
+            super().__init__(broker, queue_name, prefetch, timeout)
+            self._wakes = broker.client.pubsub(ignore_subscribe_messages=True)
+            self._wakes.subscribe(wake_channel(broker, queue_name))
+
+        def __next__(self) -> Any:
+            try:
+                while True:
+                    try:
+                        data = self.message_cache.pop(0)  # type: ignore[has-type]
+                        if data is None:
+                            continue
+                        self.misses = 0
+                        message = dramatiq.Message.decode(data)
+                        self.queued_message_ids.add(message.message_id)
+                        return MessageProxy(message)
+                    except IndexError:
+                        messages = []
+                        if self.outstanding_message_count < self.prefetch:
+                            self.message_cache = messages = self.broker.do_fetch(
+                                self.queue_name,
+                                self.prefetch - self.outstanding_message_count,
+                            )
+                        if not messages:
+                            # Wakes on the next enqueue (or one since the fetch), at the
+                            # latest after the timeout: dramatiq checks for a stop then.
+                            if self._wakes.get_message(timeout=self.timeout / 1000):
+                                while self._wakes.get_message(timeout=0):
+                                    pass  # several wake-ups: one fetch serves them all
+                            return None
+            except redis_errors.ConnectionError as error:
+                raise ConnectionClosed(error) from None  # type: ignore[no-untyped-call]
+
+        def close(self) -> None:
+            try:
+                self._wakes.close()
+            finally:
+                super().close()
+
+    class WakingRedisBroker(dramatiq_redis.RedisBroker):
+        @property
+        def consumer_class(self) -> Any:
+            return _WakingConsumer
+
+    return WakingRedisBroker(url=url, namespace=namespace)  # type: ignore[no-untyped-call]
 
 
 def _split_namespace(url: str) -> tuple[str, str | None]:
@@ -87,7 +160,11 @@ def declare_deliver_actor(
 
 def enqueue(queue: Queue, message: dict[str, Any]) -> None:
     """Send a delivery message without needing the actor in this process."""
-    queue.broker.enqueue(_message(queue, message))
+    broker: Any = queue.broker
+    broker.enqueue(_message(queue, message))
+    client = getattr(broker, "client", None)
+    if client is not None and hasattr(broker, "namespace"):  # Redis: wake the consumers
+        client.publish(wake_channel(broker, queue.name), b"")
 
 
 def enqueue_many(queue: Queue, messages: Sequence[dict[str, Any]]) -> None:
@@ -153,11 +230,13 @@ def _redis_enqueue_many(broker: Any, messages: Sequence[dramatiq.Message[Any]]) 
                 message.options["redis_message_id"],
                 message.encode(),
             )
+        # Idle consumers of the queue wake at once (see `_waking_redis_broker`).
+        pipe.publish(wake_channel(broker, sent[0].queue_name), b"")
         # EVALSHA, not redis-py's `Script` on a pipeline: that asks SCRIPT EXISTS first,
         # a second round trip on every pass. A server that does not know the script
         # (restarted, SCRIPT FLUSH) refuses each call with NOSCRIPT and runs nothing:
         # load it and send exactly those calls again.
-        results = pipe.execute(raise_on_error=False)
+        results = pipe.execute(raise_on_error=False)[:-1]
         missing = [i for i, r in zip(pending, results, strict=True) if _is_noscript(r)]
         errors = [r for r in results if isinstance(r, Exception) and not _is_noscript(r)]
         if errors:

@@ -182,3 +182,43 @@ def test_rabbitmq_delivers_every_message_once_in_order(rabbitmq_url: str, tmp_pa
         for name in (queue.name, dq_name(queue.name), xq_name(queue.name)):
             channel.queue_delete(queue=name)
         queue.broker.close()
+
+
+@pytest.mark.redis
+def test_an_idle_redis_consumer_is_woken_by_an_enqueue_not_by_its_timeout(
+    tmp_path: Path, redis_url: str
+) -> None:
+    import threading
+    import time
+
+    # Given a Redis queue whose consumer has been idle long enough to wait its whole
+    # timeout (5 s) between fetches
+    queue = make_broker(Settings(data_dir=tmp_path, broker_url=redis_url))
+    consumer = queue.broker.consume(queue.name, prefetch=10, timeout=5000)
+    arrived: list[float] = []
+
+    def consume() -> None:
+        deadline = time.monotonic() + 30
+        while not arrived and time.monotonic() < deadline:
+            proxy = next(consumer)
+            if proxy is not None:
+                arrived.append(time.monotonic())
+                consumer.ack(proxy)
+
+    try:
+        thread = threading.Thread(target=consume)
+        thread.start()
+        time.sleep(3.0)  # idle: a polling consumer now sleeps a second or more between polls
+
+        # When a dispatcher pass enqueues a message
+        sent = time.monotonic()
+        enqueue_many(queue, messages(1))
+        thread.join(timeout=30)
+
+        # Then the consumer fetches it at once, not after the rest of its timeout
+        assert arrived, "the message never arrived"
+        assert arrived[0] - sent < 0.5
+    finally:
+        consumer.close()
+        queue.broker.flush_all()
+        queue.broker.close()
