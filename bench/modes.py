@@ -38,7 +38,8 @@ MASTER_KEY = base64.b64encode(b"webround-bench-master-key-32byte").decode()
 MODES = ("embedded", "postgres-redis", "postgres-rabbitmq")
 ROLES = {"embedded": ("serve",), "production": ("api", "dispatcher", "worker")}
 READY = {
-    "dispatcher": "dispatcher active",
+    "serve": "dispatcher active",  # embedded: the file lock is held
+    "dispatcher": "dispatcher running",
     "worker": "worker running",
 }
 
@@ -102,20 +103,24 @@ class Mode:
 
     # --- processes -------------------------------------------------------------------
 
-    def start_role(self, role: str, wait: bool = True) -> Proc:
-        n = self.starts.get(role, 0) + 1
-        self.starts[role] = n
+    def start_role(self, role: str, wait: bool = True, name: str | None = None) -> Proc:
+        """Start ``webround ROLE``; ``name`` tells a second process of a role apart
+        (``dispatcher-2``): its CPU is accounted under that name."""
+        key = name or role
+        n = self.starts.get(key, 0) + 1
+        self.starts[key] = n
         argv = [WEBROUND, role]
-        proc = Proc(role, argv, self.env, self.workdir / "logs" / f"{role}-{n}.log")
+        proc = Proc(key, argv, self.env, self.workdir / "logs" / f"{key}-{n}.log")
         proc.start(ROOT)
-        self.procs[role] = proc
+        self.procs[key] = proc
         self.sampler.add(proc)
         if wait:
-            self.wait_ready(role)
+            self.wait_ready(key)
         return proc
 
     def wait_ready(self, role: str, timeout: float = 90.0) -> None:
         proc = self.procs[role]
+        role = role.split("-")[0]  # dispatcher-2 is a dispatcher
         if role in ("api", "serve"):
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -127,10 +132,8 @@ class Mode:
                 time.sleep(0.1)
             else:
                 raise RuntimeError(f"{role} not healthy within {timeout} s:\n{proc.log_tail()}")
-        if role in ("dispatcher", "serve"):
-            proc.wait_for_log(READY["dispatcher"], timeout)
-        if role == "worker":
-            proc.wait_for_log(READY["worker"], timeout)
+        if role in READY:
+            proc.wait_for_log(READY[role], timeout)
 
     def start(self) -> None:
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)

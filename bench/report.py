@@ -187,6 +187,29 @@ ROWS: list[Row] = [
     ("  every attempt recorded", lambda m: _check(m, "failing")),
     ("(6) REBUILD (all read models)", lambda m: ""),
     ("events/s (target >= 5,000)", lambda m: num(_s(m, "rebuild.events_per_second"))),
+    ("(8) SCALE-OUT: 1 vs 2 dispatchers, 2 workers", lambda m: ""),
+    (
+        "deliveries/s: 1 / 2 dispatchers",
+        lambda m: _join(
+            m,
+            "scale_out.one_dispatcher.deliveries_per_second",
+            "scale_out.two_dispatchers.deliveries_per_second",
+        ),
+    ),
+    (
+        "CPU ms per delivery: 1 / 2 dispatchers",
+        lambda m: _join(
+            m,
+            "scale_out.one_dispatcher.cpu_per_delivery.pipeline_ms",
+            "scale_out.two_dispatchers.cpu_per_delivery.pipeline_ms",
+            digits=2,
+        ),
+    ),
+    (
+        "  ratio 2 / 1 (target <= 1)",
+        lambda m: num(_s(m, "scale_out.cpu_per_delivery_ratio_two_to_one"), 2),
+    ),
+    ("  every attempt recorded", lambda m: _check(m, "scale_out")),
     ("(7) API COMMAND LATENCY p50 / p99 ms", lambda m: ""),
     ("  cores ours, nothing to do (target <= 0.02)", lambda m: num(_s(m, "idle.cores_ours"), 3)),
     (

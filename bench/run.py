@@ -256,6 +256,7 @@ def run_mode(
             ("rebuild", lambda: scenarios.rebuild(ctx)),
             ("backlog", lambda: scenarios.backlog(ctx)),
             ("failing", lambda: scenarios.failing(ctx)),
+            ("scale_out", lambda: scenarios.scale_out(ctx)),
         ]
         for scenario, run in plan:
             if only and scenario not in only:

@@ -10,6 +10,7 @@ all from the one machine clock.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ class Config:
     probe_rate: float = 20.0
     probe_idle_seconds: float = 4.0
     idle_seconds: float = 60.0  # nothing at all to do: what the installation costs
+    scale_events: int = 100  # per store of each scale-out run (x 2 webhooks x 8 stores)
     settle_timeout: float = 180.0
 
 
@@ -63,8 +65,11 @@ QUICK = Config(
     persist_seconds=1.0,
     probe_idle_seconds=1.0,
     idle_seconds=20.0,
+    scale_events=25,
     settle_timeout=90.0,
 )
+
+SCALE_STORES = 8  # stores of each scale-out run: they fall into several partitions
 
 STORES = (
     "warmup",
@@ -75,6 +80,7 @@ STORES = (
     "fanout",
     "backlog",
     "failing",
+    *(f"scale-{run}-{n}" for run in ("one", "two") for n in range(SCALE_STORES)),
 )
 
 
@@ -315,6 +321,92 @@ def idle(ctx: Ctx) -> dict[str, Any]:
         "seconds": ctx.config.idle_seconds,
         "cores_ours": round(ours / wall, 4) if wall else None,
         "cpu": usage,
+    }
+
+
+def scale_out(ctx: Ctx) -> dict[str, Any]:
+    """(8) One dispatcher vs two, with two workers, on the same machine: the same load
+    (events to 8 stores with 2 webhooks each, in parallel) once with the mode's one
+    dispatcher and once after a second has joined and the partitions are shared. CPU per
+    delivery per role, and the ratio of the two runs' totals (production modes only)."""
+    mode = ctx.mode
+    if mode.embedded:
+        return {"skipped": "embedded mode runs one process"}
+    mode.start_role("worker", name="worker-2")
+    try:
+        one = _scale_run(ctx, "one")
+        mode.start_role("dispatcher", name="dispatcher-2")
+        _wait_for_owners(ctx, 2)
+        two = _scale_run(ctx, "two")
+    finally:
+        for name in ("dispatcher-2", "worker-2"):
+            if name in mode.procs:
+                mode.stop_role(name)
+    total_one = one["cpu_per_delivery"]["pipeline_ms"] if one.get("cpu_per_delivery") else None
+    total_two = two["cpu_per_delivery"]["pipeline_ms"] if two.get("cpu_per_delivery") else None
+    return {
+        "one_dispatcher": one,
+        "two_dispatchers": two,
+        "cpu_per_delivery_ratio_two_to_one": ratio(total_two, total_one),
+        "check": _merge_checks([one["check"], two["check"]]),
+    }
+
+
+def _wait_for_owners(ctx: Ctx, count: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = ctx.mode.cli("dispatchers", "--json", timeout=60)
+        if done.returncode == 0:
+            owners = {
+                lease["owner"]
+                for lease in json.loads(done.stdout)
+                if lease["name"].startswith("partition:") and lease["owner"]
+            }
+            if len(owners) >= count:
+                return
+        time.sleep(1.0)
+    raise RuntimeError(f"the partitions were not shared by {count} dispatchers in {timeout} s")
+
+
+def _scale_run(ctx: Ctx, run: str) -> dict[str, Any]:
+    stores = [f"scale-{run}-{n}" for n in range(SCALE_STORES)]
+    for store in stores:
+        create_webhooks(ctx, store, [f"/hooks/scale-{run}/{store}/{i}" for i in range(2)])
+    ctx.receiver.reset()
+    since = ctx.log.head()
+    cpu = ctx.cpu()
+    cpu.start()
+    started = time.time()
+    sent: list[Any] = []
+    lock = threading.Lock()
+
+    def load(store: str) -> None:
+        got = closed_loop(
+            ctx.mode.api_url, ctx.key(store), ctx.config.scale_events, 1, f"{store}-{ctx.stamp}"
+        )
+        with lock:
+            sent.extend(got)
+
+    threads = [threading.Thread(target=load, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ok = sum(1 for s in sent if 200 <= s.status < 300)
+    deliveries, _, checked = settle(
+        ctx, since, {ctx.store_id(s) for s in stores}, ok * 2, ctx.receiver.arrivals
+    )
+    usage = cpu.stop()
+    recorded = [a["recorded_at"] for d in deliveries.values() for a in d.attempts]
+    ended = max(recorded) if recorded else time.time()
+    return {
+        "deliveries": len(deliveries),
+        "deliveries_per_second": rate(len(deliveries), ended - started),
+        "ratio_to_http": ratio(rate(len(deliveries), ended - started), ctx.http_rate()),
+        "check": checked,
+        "cpu": usage,
+        "cpu_ms_per_delivery": _cpu_per(usage, len(deliveries)),
+        "cpu_per_delivery": cpu_yardstick(ctx, usage, len(deliveries)),
     }
 
 
@@ -665,7 +757,9 @@ def rebuild(ctx: Ctx) -> dict[str, Any]:
 # Our processes that make deliveries happen (the API only records the store events).
 _PIPELINE = (
     "dispatcher",
+    "dispatcher-2",
     "worker",
+    "worker-2",
     "serve",
     "postgres (ours)",
     "redis (all users)",

@@ -322,9 +322,10 @@ def connect_signals(services: Services, signals: Signals, sources: list[Applicat
         for app in sources
         if isinstance(app.recorder, PostgresApplicationRecorder)
     }
-    url = services.settings.database_url
+    settings = services.settings
+    url = settings.listen_url or settings.database_url
     listener = None
-    if url is not None and by_channel:
+    if url is not None and url != "poll" and by_channel:
         # The same server and database as the stores; ``?schema=`` does not matter to
         # LISTEN (channels are database-wide: see infrastructure/wakeup.py).
         listener = CommitListener(

@@ -76,6 +76,12 @@ def _database_url(value: str) -> str:
     return value
 
 
+def _listen_url(value: str) -> str:
+    if value != "poll":
+        _database_url(value)
+    return value
+
+
 def _api_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise SettingsError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8000")
@@ -193,6 +199,14 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_float,
     ),
     Setting(
+        "WEBROUND_LISTEN_URL",
+        None,
+        "Where dispatchers LISTEN for commits (a session of their own): unset, the database "
+        "URL; behind PgBouncer in transaction pooling, a direct `postgresql://` URL of the "
+        "server, or `poll` to listen nowhere and look every second instead.",
+        _listen_url,
+    ),
+    Setting(
         "WEBROUND_DB_POOL_SIZE",
         "4",
         "PostgreSQL connections one process keeps for its work (one pool per process); a "
@@ -251,6 +265,7 @@ class Settings:
     partitions: int = 32
     partition_lease_seconds: float = 15.0
     db_pool_size: int = 4
+    listen_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     log_format: str = "text"
