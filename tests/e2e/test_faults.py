@@ -875,14 +875,15 @@ def test_postgres_restarts_mid_run(
 def test_redis_restarts_mid_run(
     tmp_path: Path, private_postgres: PrivatePostgres, private_redis: PrivateRedis
 ) -> None:
-    # Slow endpoints, few worker threads and a high per-webhook limit: a backlog of
-    # messages waits in Redis (not only in the workers' hands) when it dies
+    # Slow endpoints, few worker threads and high per-webhook and per-store limits: a
+    # backlog of messages waits in Redis (not only in the workers' hands) when it dies
     env = production_env(
         tmp_path,
         private_postgres.url,
         private_redis.url,
         WEBROUND_WORKER_THREADS="4",
         WEBROUND_WEBHOOK_CONCURRENCY="16",
+        WEBROUND_STORE_CONCURRENCY="48",
     )
     processes = Processes(tmp_path / "logs", env)
     services: Services | None = None

@@ -64,7 +64,11 @@ async def test_a_test_event_is_a_schema_valid_sample_delivered_like_any_other(ap
     assert [d["id"] for d in listed["data"]] == [sent["deliveryId"]]
     # And its attempts are recorded on it as on any delivery
     api.services.dispatch.record_attempts(
-        [AttemptResult(UUID(sent["deliveryId"]), 1, datetime.now(UTC), 3.0, 204)]
+        [
+            AttemptResult(
+                api.services.dispatch.ref(UUID(sent["deliveryId"])), 1, datetime.now(UTC), 3.0, 204
+            )
+        ]
     )
     settle(api)
     event = await get(api, f"/v1/events/{sent['eventId']}")
@@ -91,7 +95,9 @@ async def test_test_events_are_not_store_events(api: Api) -> None:
     deliveries = await get(api, "/v1/deliveries", webhookId=webhook_id)
     api.services.dispatch.record_attempts(
         [
-            AttemptResult(UUID(d["id"]), 1, datetime.now(UTC), 3.0, 500, final=True)
+            AttemptResult(
+                api.services.dispatch.ref(UUID(d["id"])), 1, datetime.now(UTC), 3.0, 500, final=True
+            )
             for d in deliveries["data"]
         ]
     )

@@ -165,7 +165,14 @@ async def test_replay_and_recover_say_how_many_they_sent(signed_in: Dashboard) -
     now = datetime.now(UTC)
     signed_in.services.dispatch.record_attempts(
         [
-            AttemptResult(UUID(d["delivery_id"]), 1, now, 4.0, status, final=True)
+            AttemptResult(
+                signed_in.services.dispatch.ref(UUID(d["delivery_id"])),
+                1,
+                now,
+                4.0,
+                status,
+                final=True,
+            )
             for d, status in zip(deliveries, (500, 200), strict=True)
         ]
     )
@@ -216,7 +223,16 @@ async def test_deliveries_are_filtered_by_status_and_webhook(signed_in: Dashboar
     )
     failed = next(r["delivery_id"] for r in rows if r["webhook_id"] == first)
     signed_in.services.dispatch.record_attempts(
-        [AttemptResult(UUID(failed), 1, datetime.now(UTC), 4.0, 500, final=True)]
+        [
+            AttemptResult(
+                signed_in.services.dispatch.ref(UUID(failed)),
+                1,
+                datetime.now(UTC),
+                4.0,
+                500,
+                final=True,
+            )
+        ]
     )
     settle(signed_in)
 
