@@ -193,9 +193,19 @@ class Commerce(NotifiesOnRecord, KeyedSaves):
         lines: Sequence[tuple[UUID, int]],
         actor: Actor,
     ) -> JSON:
-        customer = self.get(Customer, store_id, customer_id)
-        skus = [(self.get(Sku, store_id, sku_id), quantity) for sku_id, quantity in lines]
-        return self._create(Order.place(customer, currency, skus, actor))
+        """Place an order, reserving its lines' stock: the order and the SKUs' new stock
+        levels are saved together, in one transaction (ADR 0025)."""
+
+        def place() -> tuple[list[StoreAggregate], JSON]:
+            customer = self.get(Customer, store_id, customer_id)
+            skus = self._skus(store_id, [sku_id for sku_id, _ in lines])
+            order = Order.place(
+                customer, currency, [(skus[sku_id], q) for sku_id, q in lines], actor
+            )
+            # The order first: its envelope shows the SKUs as they were when it was placed.
+            return [order, *skus.values()], views.view(order)
+
+        return self._saved(place, f"the stock of {len(lines)} order line(s)")
 
     def update_order_status(
         self, store_id: UUID, order_id: UUID, status: str, actor: Actor
@@ -205,7 +215,18 @@ class Commerce(NotifiesOnRecord, KeyedSaves):
         except ValueError:
             allowed = ", ".join(s.value for s in OrderStatus)
             raise InvalidValue("status", f"must be one of {allowed}") from None
-        return self._change(Order, store_id, order_id, lambda o: o.update_status(new_status, actor))
+        if new_status is not OrderStatus.CANCELLED:
+            return self._change(
+                Order, store_id, order_id, lambda o: o.update_status(new_status, actor)
+            )
+
+        def cancel() -> tuple[list[StoreAggregate], JSON]:
+            order = self.get(Order, store_id, order_id)
+            skus = self._skus(store_id, [line.sku_id for line in order.lines])
+            order.update_status(new_status, actor, skus)  # puts the stock back
+            return [order, *skus.values()], views.view(order)
+
+        return self._saved(cancel, f"order {order_id}")
 
     def pay_order(self, store_id: UUID, order_id: UUID, amount: str, actor: Actor) -> JSON:
         return self._change(
@@ -249,6 +270,9 @@ class Commerce(NotifiesOnRecord, KeyedSaves):
 
     # Helpers -------------------------------------------------------------------------
 
+    def _skus(self, store_id: UUID, sku_ids: Sequence[UUID]) -> dict[UUID, Sku]:
+        return {sku_id: self.get(Sku, store_id, sku_id) for sku_id in dict.fromkeys(sku_ids)}
+
     def _create(self, entity: StoreAggregate) -> JSON:
         result = views.view(entity)
         self.save_answering(entity, result=result)
@@ -257,16 +281,24 @@ class Commerce(NotifiesOnRecord, KeyedSaves):
     def _change(
         self, kind: type[A], store_id: UUID, entity_id: UUID, command: Callable[[A], None]
     ) -> JSON:
-        # Optimistic concurrency: another writer may save the same entity between our
-        # read and our write; the store refuses the stale version and we run the
-        # command again on fresh state, so concurrent stock deltas both count.
-        for _ in range(_ATTEMPTS):
+        def change() -> tuple[list[StoreAggregate], JSON]:
             entity = self.get(kind, store_id, entity_id)
             command(entity)
-            result = views.view(entity)
+            return [entity], views.view(entity)
+
+        return self._saved(change, f"{kind.entity} {entity_id}")
+
+    def _saved(self, attempt: Callable[[], tuple[list[StoreAggregate], JSON]], what: str) -> JSON:
+        """Run ``attempt`` — read fresh state, check the rules, change it — and save every
+        aggregate it changed in one transaction. Optimistic concurrency: another writer
+        may save one of them between our read and our write; the store refuses the stale
+        version and the attempt runs again on fresh state, so its rules always judge the
+        state its changes are saved on."""
+        for _ in range(_ATTEMPTS):
+            aggregates, result = attempt()
             try:
-                self.save_answering(entity, result=result)
+                self.save_answering(*aggregates, result=result)
             except IntegrityError:
                 continue
             return result
-        raise Conflict(f"{kind.entity} {entity_id} is being changed concurrently; try again")
+        raise Conflict(f"{what} is being changed concurrently; try again")

@@ -82,7 +82,15 @@ class ReadModelStore:
                 f"position {database.types['integer']} NOT NULL, PRIMARY KEY (model, source))"
             )
             for model in READ_MODELS:
-                self._create(c, model, suffix="")
+                self._create_tables(c, model, suffix="")
+                if self._reshaped(c, model):
+                    # Its tables predate a column the model now writes: start it again,
+                    # empty and at position zero; catching up fills it from the stores.
+                    self._drop(c, model, suffix="")
+                    c.execute(f"DELETE FROM rm_tracking WHERE model = {self._ph}", (model.name,))
+                    self._create_tables(c, model, suffix="")
+                for table in model.tables:
+                    self._index(c, table, suffix="")
 
     # Catching up -------------------------------------------------------------------
 
@@ -309,13 +317,25 @@ class ReadModelStore:
         )
 
     def _create(self, c: Cursor, model: ReadModel, suffix: str) -> None:
+        self._create_tables(c, model, suffix)
+        for table in model.tables:
+            self._index(c, table, suffix)
+
+    def _create_tables(self, c: Cursor, model: ReadModel, suffix: str) -> None:
         types = self.db.types
         for table in model.tables:
             name = f"rm_{table.name}{suffix}"
             columns = ", ".join(f"{col} {types[kind]}" for col, kind in table.columns.items())
             key = ", ".join(table.key)
             c.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns}, PRIMARY KEY ({key}))")
-            self._index(c, table, suffix)
+
+    def _reshaped(self, c: Cursor, model: ReadModel) -> bool:
+        """Whether a live table of the model lacks one of the columns it declares."""
+        for table in model.tables:
+            c.execute(f"SELECT * FROM rm_{table.name} WHERE 1 = 0")
+            if set(table.columns) - {column[0] for column in c.description}:
+                return True
+        return False
 
     def _index(self, c: Cursor, table: Table, suffix: str) -> None:
         for index in table.indexes:
