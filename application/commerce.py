@@ -6,16 +6,17 @@ so callers never hold an aggregate. Another store's entity is reported as not fo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.persistence import JSONTranscoder
 
 from application import views
-from application.errors import Conflict, NotFound
+from application.contention import Contention
+from application.errors import NotFound
 from application.idempotency import KeyedSaves
 from application.recorded import NotifiesOnRecord
 from application.transcodings import register_store_transcodings
@@ -30,19 +31,20 @@ from domain.values import Actor, Address, Money
 A = TypeVar("A", bound=StoreAggregate)
 JSON = dict[str, Any]
 
-# Concurrent commands on one entity are retried this often before we answer 409.
-_ATTEMPTS = 3
-
 
 class Commerce(NotifiesOnRecord, KeyedSaves):
     name = "commerce"
     snapshotting_intervals = {Order: 50, Customer: 50, Product: 50, Variant: 50, Sku: 100}
 
     def __init__(
-        self, env: dict[str, str] | None = None, clock: Callable[[], datetime] | None = None
+        self,
+        env: dict[str, str] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        contention: Contention | None = None,
     ) -> None:
         super().__init__(env)
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.contention = contention or Contention()
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -205,7 +207,8 @@ class Commerce(NotifiesOnRecord, KeyedSaves):
             # The order first: its envelope shows the SKUs as they were when it was placed.
             return [order, *skus.values()], views.view(order)
 
-        return self._saved(place, f"the stock of {len(lines)} order line(s)")
+        skus = [sku_id for sku_id, _ in lines]
+        return self._saved(skus, place, f"the stock of SKU {', '.join(map(str, skus))}")
 
     def update_order_status(
         self, store_id: UUID, order_id: UUID, status: str, actor: Actor
@@ -226,7 +229,9 @@ class Commerce(NotifiesOnRecord, KeyedSaves):
             order.update_status(new_status, actor, skus)  # puts the stock back
             return [order, *skus.values()], views.view(order)
 
-        return self._saved(cancel, f"order {order_id}")
+        # An order's lines never change: read once to know which SKUs it writes.
+        lines = self.get(Order, store_id, order_id).lines
+        return self._saved([order_id, *(line.sku_id for line in lines)], cancel, "the order")
 
     def pay_order(self, store_id: UUID, order_id: UUID, amount: str, actor: Actor) -> JSON:
         return self._change(
@@ -286,19 +291,22 @@ class Commerce(NotifiesOnRecord, KeyedSaves):
             command(entity)
             return [entity], views.view(entity)
 
-        return self._saved(change, f"{kind.entity} {entity_id}")
+        return self._saved([entity_id], change, f"{kind.entity} {entity_id}")
 
-    def _saved(self, attempt: Callable[[], tuple[list[StoreAggregate], JSON]], what: str) -> JSON:
+    def _saved(
+        self,
+        writes: Iterable[UUID],
+        attempt: Callable[[], tuple[list[StoreAggregate], JSON]],
+        what: str,
+    ) -> JSON:
         """Run ``attempt`` — read fresh state, check the rules, change it — and save every
-        aggregate it changed in one transaction. Optimistic concurrency: another writer
-        may save one of them between our read and our write; the store refuses the stale
-        version and the attempt runs again on fresh state, so its rules always judge the
-        state its changes are saved on."""
-        for _ in range(_ATTEMPTS):
+        aggregate it changed in one transaction, in turn with this process's other
+        writers of ``writes``; again on fresh state when another process saved one of
+        them first (`Contention`), so the rules always judge the state that is saved on."""
+
+        def save() -> JSON:
             aggregates, result = attempt()
-            try:
-                self.save_answering(*aggregates, result=result)
-            except IntegrityError:
-                continue
+            self.save_answering(*aggregates, result=result)
             return result
-        raise Conflict(f"{what} is being changed concurrently; try again")
+
+        return self.contention.run(writes, save, what)

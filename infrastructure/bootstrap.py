@@ -24,6 +24,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 
 from application import views
 from application.commerce import Commerce
+from application.contention import Contention
 from application.directory import WebhookDirectory
 from application.dispatch import Dispatch
 from application.webhooks import Webhooks
@@ -38,7 +39,12 @@ from infrastructure.idempotency import (
     KeyTable,
 )
 from infrastructure.leader import Leadership, dispatcher_lock
-from infrastructure.metrics import DISPATCHER_ACTIVE, ServiceGauges
+from infrastructure.metrics import (
+    COMMAND_CONFLICTS,
+    COMMAND_RETRIES,
+    DISPATCHER_ACTIVE,
+    ServiceGauges,
+)
 from infrastructure.persistence import application_env, ensure_schema, schema_lock
 from infrastructure.readmodels import (
     EntityViews,
@@ -120,9 +126,17 @@ def _build(
     )
     keeper = SealingKeeper(SecretBox(master_key))
     guard = TargetGuard(allowed_networks=settings.allowed_targets)
-    commerce = Commerce(env=application_env(settings, Commerce.name), clock=clock)
+    commerce = Commerce(
+        env=application_env(settings, Commerce.name),
+        clock=clock,
+        contention=counted_contention(Commerce.name),
+    )
     webhooks = Webhooks(
-        env=application_env(settings, Webhooks.name), targets=guard, keeper=keeper, clock=clock
+        env=application_env(settings, Webhooks.name),
+        targets=guard,
+        keeper=keeper,
+        clock=clock,
+        contention=counted_contention(Webhooks.name),
     )
     dispatch = Dispatch(
         env=application_env(settings, Dispatch.name),
@@ -151,6 +165,14 @@ def _build(
         guard=guard,
         idempotency=KeyLedger(_key_tables(commerce, webhooks)),
         read_models=read_models,
+    )
+
+
+def counted_contention(application: str) -> Contention:
+    """Turns and attempts for an application's commands, counted on `/metrics`."""
+    return Contention(
+        on_retry=COMMAND_RETRIES.labels(application).inc,
+        on_exhausted=COMMAND_CONFLICTS.labels(application).inc,
     )
 
 
