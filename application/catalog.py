@@ -363,8 +363,9 @@ _EVENTS: dict[str, tuple[str, Schema]] = {
         _change({"price": MONEY, "previousPrice": MONEY}),
     ),
     "sku.stock_changed": (
-        "A SKU's stock level changed; change.quantity is the new level and change.delta the "
-        "signed difference.",
+        "A SKU's stock level changed — set by the merchant, taken by an order placed (it "
+        "follows the order.created), or put back by an order cancelled; change.quantity "
+        "is the new level and change.delta the signed difference.",
         _change({"quantity": {"type": "integer", "minimum": 0}, "delta": {"type": "integer"}}),
     ),
     "subscription.created": (

@@ -6,16 +6,17 @@ so callers never hold an aggregate. Another store's entity is reported as not fo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.persistence import JSONTranscoder
 
 from application import views
-from application.errors import Conflict, NotFound
+from application.contention import Contention
+from application.errors import NotFound
 from application.idempotency import KeyedSaves
 from application.recorded import NotifiesOnRecord
 from application.transcodings import register_store_transcodings
@@ -30,19 +31,20 @@ from domain.values import Actor, Address, Money
 A = TypeVar("A", bound=StoreAggregate)
 JSON = dict[str, Any]
 
-# Concurrent commands on one entity are retried this often before we answer 409.
-_ATTEMPTS = 3
-
 
 class Commerce(NotifiesOnRecord, KeyedSaves):
     name = "commerce"
     snapshotting_intervals = {Order: 50, Customer: 50, Product: 50, Variant: 50, Sku: 100}
 
     def __init__(
-        self, env: dict[str, str] | None = None, clock: Callable[[], datetime] | None = None
+        self,
+        env: dict[str, str] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        contention: Contention | None = None,
     ) -> None:
         super().__init__(env)
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.contention = contention or Contention()
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -193,9 +195,20 @@ class Commerce(NotifiesOnRecord, KeyedSaves):
         lines: Sequence[tuple[UUID, int]],
         actor: Actor,
     ) -> JSON:
-        customer = self.get(Customer, store_id, customer_id)
-        skus = [(self.get(Sku, store_id, sku_id), quantity) for sku_id, quantity in lines]
-        return self._create(Order.place(customer, currency, skus, actor))
+        """Place an order, reserving its lines' stock: the order and the SKUs' new stock
+        levels are saved together, in one transaction (ADR 0025)."""
+
+        def place() -> tuple[list[StoreAggregate], JSON]:
+            customer = self.get(Customer, store_id, customer_id)
+            skus = self._skus(store_id, [sku_id for sku_id, _ in lines])
+            order = Order.place(
+                customer, currency, [(skus[sku_id], q) for sku_id, q in lines], actor
+            )
+            # The order first: its envelope shows the SKUs as they were when it was placed.
+            return [order, *skus.values()], views.view(order)
+
+        skus = [sku_id for sku_id, _ in lines]
+        return self._saved(skus, place, f"the stock of SKU {', '.join(map(str, skus))}")
 
     def update_order_status(
         self, store_id: UUID, order_id: UUID, status: str, actor: Actor
@@ -205,7 +218,20 @@ class Commerce(NotifiesOnRecord, KeyedSaves):
         except ValueError:
             allowed = ", ".join(s.value for s in OrderStatus)
             raise InvalidValue("status", f"must be one of {allowed}") from None
-        return self._change(Order, store_id, order_id, lambda o: o.update_status(new_status, actor))
+        if new_status is not OrderStatus.CANCELLED:
+            return self._change(
+                Order, store_id, order_id, lambda o: o.update_status(new_status, actor)
+            )
+
+        def cancel() -> tuple[list[StoreAggregate], JSON]:
+            order = self.get(Order, store_id, order_id)
+            skus = self._skus(store_id, [line.sku_id for line in order.lines])
+            order.update_status(new_status, actor, skus)  # puts the stock back
+            return [order, *skus.values()], views.view(order)
+
+        # An order's lines never change: read once to know which SKUs it writes.
+        lines = self.get(Order, store_id, order_id).lines
+        return self._saved([order_id, *(line.sku_id for line in lines)], cancel, "the order")
 
     def pay_order(self, store_id: UUID, order_id: UUID, amount: str, actor: Actor) -> JSON:
         return self._change(
@@ -249,6 +275,9 @@ class Commerce(NotifiesOnRecord, KeyedSaves):
 
     # Helpers -------------------------------------------------------------------------
 
+    def _skus(self, store_id: UUID, sku_ids: Sequence[UUID]) -> dict[UUID, Sku]:
+        return {sku_id: self.get(Sku, store_id, sku_id) for sku_id in dict.fromkeys(sku_ids)}
+
     def _create(self, entity: StoreAggregate) -> JSON:
         result = views.view(entity)
         self.save_answering(entity, result=result)
@@ -257,16 +286,27 @@ class Commerce(NotifiesOnRecord, KeyedSaves):
     def _change(
         self, kind: type[A], store_id: UUID, entity_id: UUID, command: Callable[[A], None]
     ) -> JSON:
-        # Optimistic concurrency: another writer may save the same entity between our
-        # read and our write; the store refuses the stale version and we run the
-        # command again on fresh state, so concurrent stock deltas both count.
-        for _ in range(_ATTEMPTS):
+        def change() -> tuple[list[StoreAggregate], JSON]:
             entity = self.get(kind, store_id, entity_id)
             command(entity)
-            result = views.view(entity)
-            try:
-                self.save_answering(entity, result=result)
-            except IntegrityError:
-                continue
+            return [entity], views.view(entity)
+
+        return self._saved([entity_id], change, f"{kind.entity} {entity_id}")
+
+    def _saved(
+        self,
+        writes: Iterable[UUID],
+        attempt: Callable[[], tuple[list[StoreAggregate], JSON]],
+        what: str,
+    ) -> JSON:
+        """Run ``attempt`` — read fresh state, check the rules, change it — and save every
+        aggregate it changed in one transaction, in turn with this process's other
+        writers of ``writes``; again on fresh state when another process saved one of
+        them first (`Contention`), so the rules always judge the state that is saved on."""
+
+        def save() -> JSON:
+            aggregates, result = attempt()
+            self.save_answering(*aggregates, result=result)
             return result
-        raise Conflict(f"{kind.entity} {entity_id} is being changed concurrently; try again")
+
+        return self.contention.run(writes, save, what)

@@ -6,6 +6,7 @@ Hierarchy (each maps to one HTTP status at the API edge):
     ├── Unauthenticated     a missing, unknown or revoked API key (401)
     ├── NotFound            an id that does not exist, or belongs to another store (404)
     ├── Conflict            a request that clashes with existing state (409)
+    │   └── ConcurrentChange    other writers kept changing what it changes (409)
     └── InvalidRequest      a request whose fields are wrong (422)
         └── UnsafeTarget    a webhook URL that points somewhere we must never send (422)
 
@@ -32,6 +33,11 @@ class NotFound(ApplicationError):
 
 class Conflict(ApplicationError):
     """The request clashes with existing state."""
+
+
+class ConcurrentChange(Conflict):
+    """A command lost the race to save every time it ran (application.contention): rare,
+    counted, and worth sending again — unlike a rule's refusal, it says nothing of state."""
 
 
 class InvalidRequest(ApplicationError):

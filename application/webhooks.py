@@ -13,13 +13,14 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, ProcessRecorder
+from eventsourcing.persistence import JSONTranscoder, ProcessRecorder
 
-from application.errors import Conflict, InvalidRequest, NotFound, Unauthenticated
+from application.contention import Contention
+from application.errors import InvalidRequest, NotFound, Unauthenticated
 from application.idempotency import KeyedSaves
 from application.ports import SecretKeeper, TargetPolicy
 from application.recorded import NotifiesOnRecord
@@ -30,11 +31,11 @@ from domain.values import Actor
 from domain.webhook import Webhook
 
 JSON = dict[str, Any]
+R = TypeVar("R")  # what a command on a webhook answers: its JSON, or None
 REDACTED = "[redacted]"
 DEFAULT_GRACE = timedelta(hours=24)
 MAX_GRACE = timedelta(days=7)
 _KEY_PREFIX = "wr_"
-_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,13 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         targets: TargetPolicy,
         keeper: SecretKeeper,
         clock: Callable[[], datetime] | None = None,
+        contention: Contention | None = None,
     ) -> None:
         super().__init__(env)
         self.targets = targets
         self.keeper = keeper
         self.clock = clock or (lambda: datetime.now(UTC))
+        self.contention = contention or Contention()
         # Called with a webhook enabled again, after it is saved: its record of failures
         # (the circuit breaker's) starts afresh at once (set by the composition root).
         self.forgive: Callable[[UUID], None] = lambda webhook_id: None
@@ -141,7 +144,8 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         secret, sealed_secret = self.keeper.new_secret(webhook_id)
         headers = headers or {}
         sealed_headers = self.keeper.seal_headers(webhook_id, headers) if headers else None
-        for _ in range(_ATTEMPTS):
+
+        def register() -> JSON:
             # Registered anew on each attempt: a failed save has taken the events of the
             # webhook it was given, and would leave a store listing a webhook that is not.
             webhook = Webhook.register(
@@ -160,13 +164,11 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
             )
             result = {**webhook_view(webhook), "secret": secret}
             store = self._store(store_id)
-            store.add_webhook(webhook.id)
-            try:
-                self.save_answering(store, webhook, result=result)
-            except IntegrityError:
-                continue  # another webhook of this store was added meanwhile
+            store.add_webhook(webhook.id)  # the store lists its webhooks: it is written too
+            self.save_answering(store, webhook, result=result)
             return result
-        raise Conflict(f"store {store_id} is being changed concurrently; try again")
+
+        return self.contention.run([store_id], register, f"store {store_id}")
 
     def list_webhooks(
         self, store_id: UUID, limit: int = 100, after: UUID | None = None
@@ -203,7 +205,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
     def update_webhook(self, store_id: UUID, webhook_id: UUID, actor: Actor, **fields: Any) -> JSON:
         """Change any of url, event_types, description, headers, timeout_seconds, rate_limit,
         enabled (with an optional disabled_reason)."""
-        webhook = self.get_webhook(store_id, webhook_id)
+        self.get_webhook(store_id, webhook_id)  # another store's is not found, before all
         enabled = fields.pop("enabled", None)
         reason = fields.pop("disabled_reason", None)
         if reason is not None and enabled is not False:
@@ -218,18 +220,22 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
             headers = fields.pop("headers") or {}
             fields["header_names"] = list(headers)
             fields["sealed_headers"] = (
-                self.keeper.seal_headers(webhook.id, headers) if headers else None
+                self.keeper.seal_headers(webhook_id, headers) if headers else None
             )
-        webhook.update(actor, **fields)
-        was_enabled = webhook.enabled
-        if enabled is True:
-            webhook.enable(actor)
-        elif enabled is False:
-            webhook.disable(reason, actor)
-        result = webhook_view(webhook)
-        self._save_or_conflict(webhook, result)
-        if enabled is True and not was_enabled:
-            self.forgive(webhook.id)
+        enabled_again: list[bool] = []
+
+        def change(webhook: Webhook) -> JSON:
+            webhook.update(actor, **fields)
+            if enabled is True:
+                enabled_again[:] = [not webhook.enabled]
+                webhook.enable(actor)
+            elif enabled is False:
+                webhook.disable(reason, actor)
+            return webhook_view(webhook)
+
+        result = self._change(store_id, webhook_id, change)
+        if enabled_again == [True]:
+            self.forgive(webhook_id)
         return result
 
     def rotate_secret(
@@ -242,13 +248,15 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         """A new signing secret, shown once; the old one keeps signing for ``grace``."""
         if not timedelta(0) <= grace <= MAX_GRACE:
             raise InvalidRequest("the grace period is 0 to 7 days", field="gracePeriodSeconds")
-        webhook = self.get_webhook(store_id, webhook_id)
-        secret, sealed = self.keeper.new_secret(webhook.id)
+        self.get_webhook(store_id, webhook_id)
+        secret, sealed = self.keeper.new_secret(webhook_id)
         expires = self.clock() + grace
-        webhook.rotate_secret(sealed, expires, actor)
-        result = {**webhook_view(webhook), "secret": secret}
-        self._save_or_conflict(webhook, result)
-        return result
+
+        def rotate(webhook: Webhook) -> JSON:
+            webhook.rotate_secret(sealed, expires, actor)
+            return {**webhook_view(webhook), "secret": secret}
+
+        return self._change(store_id, webhook_id, rotate)
 
     def record_resend(
         self,
@@ -264,22 +272,24 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
     ) -> None:
         """Audit a recover or replay on the webhook's own history. It answers no request
         on its own (the deliveries are in the dispatch store): no Idempotency-Key with it."""
-        webhook = self.get_webhook(store_id, webhook_id)
-        webhook.record_resend(mode, since, until, event_types, count, actor)
-        self._save_or_conflict(webhook, answers=False)
+
+        def audit(webhook: Webhook) -> None:
+            webhook.record_resend(mode, since, until, event_types, count, actor)
+
+        self._change(store_id, webhook_id, audit, answers=False)
 
     def record_secret_shown_again(
         self, store_id: UUID, webhook_id: UUID, key_id: str, idempotency_key: str, actor: Actor
     ) -> None:
         """Audit a replayed answer that showed the webhook's signing secret again."""
-        webhook = self.get_webhook(store_id, webhook_id)
-        webhook.record_secret_shown_again(key_id, idempotency_key, actor)
-        self._save_or_conflict(webhook, answers=False)
+
+        def audit(webhook: Webhook) -> None:
+            webhook.record_secret_shown_again(key_id, idempotency_key, actor)
+
+        self._change(store_id, webhook_id, audit, answers=False)
 
     def delete_webhook(self, store_id: UUID, webhook_id: UUID, actor: Actor) -> None:
-        webhook = self.get_webhook(store_id, webhook_id)
-        webhook.delete(actor)
-        self._save_or_conflict(webhook, None)
+        self._change(store_id, webhook_id, lambda webhook: webhook.delete(actor))
 
     # Helpers -------------------------------------------------------------------------
 
@@ -292,18 +302,29 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
             raise NotFound("store", store_id)
         return store
 
-    def _save_or_conflict(
-        self, webhook: Webhook, result: JSON | None = None, *, answers: bool = True
-    ) -> None:
-        """Save, answering ``result`` to a keyed request (unless the save ``answers`` no
-        request of its own)."""
-        try:
+    def _change(
+        self,
+        store_id: UUID,
+        webhook_id: UUID,
+        command: Callable[[Webhook], R],
+        *,
+        answers: bool = True,
+    ) -> R:
+        """Apply ``command`` to the webhook as it is now and save it, in turn with this
+        process's other writers of it and again on fresh state when another process wrote
+        it first (`Contention`); the save answers a keyed request with the command's
+        result, unless it ``answers`` no request of its own."""
+
+        def attempt() -> R:
+            webhook = self.get_webhook(store_id, webhook_id)
+            result = command(webhook)
             if answers:
                 self.save_answering(webhook, result=result)
             else:
                 self.save(webhook)
-        except IntegrityError:
-            raise Conflict(f"webhook {webhook.id} changed meanwhile; try again") from None
+            return result
+
+        return self.contention.run([webhook_id], attempt, f"webhook {webhook_id}")
 
 
 def webhook_view(webhook: Webhook) -> JSON:

@@ -118,6 +118,22 @@ class Sku(StoreAggregate):
             )
         self._stock_changed(quantity=quantity, delta=delta, actor=actor)
 
+    def check_can_supply(self, quantity: int) -> None:
+        """An order may take at most what is in stock."""
+        if quantity > self.stock:
+            raise InsufficientStock(
+                f"SKU {self.code} has {self.stock} in stock; the order asks for {quantity}"
+            )
+
+    def reserve(self, quantity: int, actor: Actor) -> None:
+        """Take ``quantity`` out of stock for an order (`sku.stock_changed`)."""
+        self.check_can_supply(quantity)
+        self._stock_changed(quantity=self.stock - quantity, delta=-quantity, actor=actor)
+
+    def release(self, quantity: int, actor: Actor) -> None:
+        """Put back what a cancelled order had reserved (`sku.stock_changed`)."""
+        self._stock_changed(quantity=self.stock + quantity, delta=quantity, actor=actor)
+
     @event("StockChanged")
     def _stock_changed(self, quantity: int, delta: int, actor: Actor) -> None:
         self.stock = quantity

@@ -84,6 +84,13 @@ class Customer(StoreAggregate):
     def _deletion_requested(self, actor: Actor) -> None:
         self.deletion_requested = True
 
+    def check_can_buy(self) -> None:
+        """A customer who asked to be deleted places no orders and starts no subscriptions."""
+        if self.deletion_requested:
+            raise CustomerDeletionRequested(
+                f"customer {self.id} asked to be deleted: no new orders or subscriptions"
+            )
+
     def _check_accepts_changes(self) -> None:
         if self.deletion_requested:
             raise CustomerDeletionRequested(

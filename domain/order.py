@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
@@ -82,7 +82,10 @@ class Order(StoreAggregate):
         lines: Sequence[tuple[Sku, int]],
         actor: Actor,
     ) -> Order:
-        """Place an order for a customer; each line is a SKU of the same store and a quantity."""
+        """Place an order for a customer; each line is a SKU of the same store and a
+        quantity. Placing it reserves the stock: each SKU records its new stock level, to
+        be saved with the order (ADR 0025)."""
+        customer.check_can_buy()
         check_currency(currency)
         if not lines:
             raise InvalidValue("lines", "an order needs at least one line")
@@ -98,21 +101,38 @@ class Order(StoreAggregate):
                 )
             order_lines.append(OrderLine(sku.id, quantity, sku.price))
         total = sum((line.total for line in order_lines), Money.zero(currency))
-        return cls(customer.store_id, customer.id, currency, order_lines, total, actor)
+        wanted = _quantities(lines)
+        for sku, quantity in wanted.values():
+            sku.check_can_supply(quantity)
+        order = cls(customer.store_id, customer.id, currency, order_lines, total, actor)
+        for sku, quantity in wanted.values():
+            sku.reserve(quantity, actor)
+        return order
 
     @property
     def amount_due(self) -> Money:
         return self.total - self.amount_paid
 
-    def update_status(self, status: OrderStatus, actor: Actor) -> None:
+    def update_status(
+        self, status: OrderStatus, actor: Actor, skus: Mapping[UUID, Sku] | None = None
+    ) -> None:
+        """Move the order on. Cancelling puts its reserved stock back on its SKUs: give
+        them all (``skus``, by id), to be saved with the order."""
         if status not in TRANSITIONS[self.status]:
             allowed = ", ".join(sorted(s.value for s in TRANSITIONS[self.status])) or "none"
             raise InvalidTransition(
                 f"an order cannot go from {self.status.value} to {status.value} "
                 f"(allowed next: {allowed})"
             )
+        releasing = []
+        if status is OrderStatus.CANCELLED:
+            if skus is None or any(line.sku_id not in skus for line in self.lines):
+                raise ValueError("cancelling an order needs the SKUs of all its lines")
+            releasing = [(skus[line.sku_id], line.quantity) for line in self.lines]
         # Events hold the status as its plain string, so stored events stay simple JSON.
         self._status_updated(status=status.value, previous_status=self.status.value, actor=actor)
+        for sku, quantity in releasing:
+            sku.release(quantity, actor)
 
     @event("StatusUpdated")
     def _status_updated(self, status: str, previous_status: str, actor: Actor) -> None:
@@ -152,3 +172,12 @@ class Order(StoreAggregate):
             )
         if amount.amount <= 0:
             raise InvalidValue("amount", "must be greater than zero")
+
+
+def _quantities(lines: Sequence[tuple[Sku, int]]) -> dict[UUID, tuple[Sku, int]]:
+    """Each SKU with the quantity all the lines ask of it (a SKU may be on two lines)."""
+    wanted: dict[UUID, tuple[Sku, int]] = {}
+    for sku, quantity in lines:
+        _, before = wanted.get(sku.id, (sku, 0))
+        wanted[sku.id] = (sku, before + quantity)
+    return wanted

@@ -71,6 +71,7 @@ class Subscription(StoreAggregate):
         cls, customer: Customer, sku: Sku, interval: str, now: datetime, actor: Actor
     ) -> Subscription:
         """Subscribe a customer to a SKU at the SKU's current price, from ``now``."""
+        customer.check_can_buy()
         if interval not in INTERVALS:
             raise InvalidValue("interval", f"must be one of {', '.join(INTERVALS)}")
         sku.check_belongs_to(customer.store_id)

@@ -29,6 +29,7 @@ from eventsourcing.utils import Environment
 
 from application import views
 from application.commerce import Commerce
+from application.contention import Contention
 from application.directory import WebhookDirectory
 from application.dispatch import Dispatch
 from application.policies import WebhookPolicies
@@ -48,6 +49,8 @@ from infrastructure.idempotency import (
 from infrastructure.leader import Leadership, dispatcher_lock
 from infrastructure.leases import Leases, Owner, SoleOwner
 from infrastructure.metrics import (
+    COMMAND_CONFLICTS,
+    COMMAND_RETRIES,
     DISPATCHER_ACTIVE,
     PARTITIONS_OWNED,
     ServiceGauges,
@@ -133,9 +136,17 @@ def _build(
     )
     keeper = SealingKeeper(SecretBox(master_key))
     guard = TargetGuard(allowed_networks=settings.allowed_targets)
-    commerce = Commerce(env=application_env(settings, Commerce.name), clock=clock)
+    commerce = Commerce(
+        env=application_env(settings, Commerce.name),
+        clock=clock,
+        contention=counted_contention(Commerce.name),
+    )
     webhooks = Webhooks(
-        env=application_env(settings, Webhooks.name), targets=guard, keeper=keeper, clock=clock
+        env=application_env(settings, Webhooks.name),
+        targets=guard,
+        keeper=keeper,
+        clock=clock,
+        contention=counted_contention(Webhooks.name),
     )
     dispatch = Dispatch(
         env=application_env(settings, Dispatch.name),
@@ -180,6 +191,14 @@ def _build(
     # A webhook enabled again starts with a clean record: its circuit closes at once.
     webhooks.forgive = lambda webhook_id: services.schedule().forgive(webhook_id)
     return services
+
+
+def counted_contention(application: str) -> Contention:
+    """Turns and attempts for an application's commands, counted on `/metrics`."""
+    return Contention(
+        on_retry=COMMAND_RETRIES.labels(application).inc,
+        on_exhausted=COMMAND_CONFLICTS.labels(application).inc,
+    )
 
 
 def _key_tables(*applications: Any) -> list[KeyTable]:

@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from application.errors import NotFound
+from domain.catalog import Sku
 from domain.values import Actor
 from infrastructure.bootstrap import Services
 from infrastructure.secrets import SigningSecret
@@ -189,6 +190,9 @@ def _activity(services: Services, store: UUID, stop: threading.Event) -> None:
             store, f"customer{n}@demo.example", f"Customer {n}", None, DEMO_ACTOR
         )
         quantity = random.randint(1, 3)  # noqa: S311 - sample data, not security
+        if commerce.read(Sku, store, UUID(sku["id"]))["stock"] < quantity:
+            # Orders reserve stock: restock, as a shop would, before it runs out.
+            commerce.change_sku_stock(store, UUID(sku["id"]), DEMO_ACTOR, quantity=100)
         order = commerce.place_order(
             store, UUID(customer["id"]), "EUR", [(UUID(sku["id"]), quantity)], DEMO_ACTOR
         )

@@ -6,7 +6,9 @@ Two kinds, exposed differently:
 - **Per process** — counted where the work happens, in `prometheus_client`'s default
   registry: ``webround_delivery_attempts_total{outcome}`` and the
   ``webround_delivery_attempt_seconds`` histogram (each attempt once it is durably
-  recorded, by the worker's `AttemptRecorder`), and ``webround_dispatcher_active``.
+  recorded, by the worker's `AttemptRecorder`), ``webround_dispatcher_active``, and
+  ``webround_command_retries_total`` / ``webround_command_conflicts_total{application}``
+  (commands run again after losing a race to save, and those that lost every time).
   With several processes each has its own: `webround worker` and `webround dispatcher`
   serve theirs on ``WEBROUND_METRICS_PORT`` (`serve_process_metrics`), and the API's
   ``GET /metrics`` shows its own process's (in `webround serve` that is everything).
@@ -76,6 +78,22 @@ PARTITIONS_OWNED = Gauge(
     "Partitions of the stores' work this dispatcher process holds the lease of (0 on "
     "standby); the installation's partitions are shared among its dispatchers.",
 )
+
+COMMAND_RETRIES = Counter(
+    "webround_command_retries",
+    "Commands this process ran again because another process saved the same entity "
+    "first (optimistic concurrency), by application.",
+    ["application"],
+)
+COMMAND_CONFLICTS = Counter(
+    "webround_command_conflicts",
+    "Commands this process answered 409 'changed concurrently': every attempt lost the "
+    "race (see ADR 0026), by application.",
+    ["application"],
+)
+for _application in ("commerce", "webhooks"):
+    COMMAND_RETRIES.labels(_application)  # exposed at zero until it happens
+    COMMAND_CONFLICTS.labels(_application)
 
 DISPATCHER_ACTIVE = Gauge(
     "webround_dispatcher_active",

@@ -29,8 +29,11 @@ from application.errors import InvalidRequest, NotFound
 from application.views import timestamp
 from domain.delivery import EVENT_ID_PATTERN, TEST_EVENT_PREFIX, is_test_event
 from domain.event_types import EVENT_CLASSES
+from domain.order import OrderStatus
+from domain.subscription import SubscriptionStatus
 from domain.webhook import matches
 from infrastructure.readmodels import ReadModelStore
+from projections.readmodels import ENTITY_FILTERS
 
 JSON = dict[str, Any]
 MAX_LIMIT = 200
@@ -41,6 +44,21 @@ _MOMENT = re.compile(
 )
 _KIND = re.compile(r"^[a-z_]+(\.[a-z_]*|\.\*)?$")
 _ENTITIES = {name.split(".", 1)[0] for name in EVENT_CLASSES}
+
+# The filters of each entity list, by query parameter name (ids, text, or a status).
+ENTITY_LISTS: dict[str, tuple[str, ...]] = {
+    "customer": ("email",),
+    "product": (),
+    "sku": ("productId", "variantId", "code"),
+    "order": ("customerId", "status"),
+    "subscription": ("customerId", "skuId", "status"),
+}
+STATUSES: dict[str, tuple[str, ...]] = {
+    "order": tuple(status.value for status in OrderStatus),
+    "subscription": tuple(status.value for status in SubscriptionStatus),
+}
+# A filter is named by the view's key it matches (`customerId`), stored in its column.
+_FILTER_COLUMNS = {key: column for column, key in ENTITY_FILTERS.items()}
 
 
 class Queries:
@@ -294,6 +312,38 @@ class Queries:
         )
         return {"data": [_audit(r) for r in rows], "nextCursor": next_cursor}
 
+    # Store entities ----------------------------------------------------------------
+
+    def list_entities(
+        self,
+        store_id: UUID,
+        kind: str,
+        *,
+        filters: dict[str, str] | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        newest_first: bool = True,
+    ) -> JSON:
+        """The store's entities of one kind (``customer``, ``sku``, …) as `GET` of each
+        answers them, newest (or oldest) created first. ``filters`` are exact matches, by
+        query parameter name (`ENTITY_LISTS` says which each kind has); ``since`` and
+        ``until`` bound the creation time."""
+        where = _Where("store_id = ? AND kind = ?", str(store_id), kind)
+        for name, value in (filters or {}).items():
+            where.add(f"{_FILTER_COLUMNS[name]} = ?", _entity_filter(kind, name, value))
+        where.time_range("created_at", since, until)
+        rows, next_cursor = self._page(
+            "rm_entities",
+            "view, position",
+            where,
+            _Keyset(kind, ("position",), newest_first),
+            limit,
+            cursor,
+        )
+        return {"data": [json.loads(r["view"]) for r in rows], "nextCursor": next_cursor}
+
     # Webhook health ----------------------------------------------------------------
 
     def webhook_health(self, store_id: UUID, webhook_ids: Sequence[str | UUID]) -> dict[str, JSON]:
@@ -545,6 +595,19 @@ def _text(value: str, field: str, max_length: int) -> str:
     if not value or len(value) > max_length or "\x00" in value:
         raise InvalidRequest(f"must be 1 to {max_length} characters", field)
     return value
+
+
+def _entity_filter(kind: str, name: str, value: str) -> str:
+    """A filter of an entity list, checked as the column holds it."""
+    if name not in ENTITY_LISTS[kind]:
+        raise InvalidRequest(f"is not a filter of the {kind} list", name)
+    if name == "status":
+        if value not in STATUSES[kind]:
+            raise InvalidRequest(f"must be one of {', '.join(STATUSES[kind])}", name)
+        return value
+    if name.endswith("Id"):
+        return str(_uuid(value, name))
+    return _text(value, name, 254)
 
 
 def _event_type_filter(value: str) -> tuple[str, str | None]:

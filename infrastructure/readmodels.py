@@ -108,9 +108,17 @@ class ReadModelStore:
         with transaction(self._datastore) as c:
             for statement in poison_statements(self.dialect):
                 c.execute(statement)
-            for model in READ_MODELS:
-                self._create(c, model, suffix="")
             self._migrate_positions(c)
+            for model in READ_MODELS:
+                self._create_tables(c, model, suffix="")
+                if self._reshaped(c, model):
+                    # Its tables predate a column the model now writes: start it again,
+                    # empty and at position zero; catching up fills it from the stores.
+                    self._drop(c, model, suffix="")
+                    self._forget_positions(c, model, suffix="")
+                    self._create_tables(c, model, suffix="")
+                for table in model.tables:
+                    self._index(c, table, suffix="")
         self.followers = [
             self._follower(source, [m for m in READ_MODELS if source in m.sources], "")
             for source in sources
@@ -246,15 +254,10 @@ class ReadModelStore:
     def rebuild(self, model: ReadModel, progress: Callable[[int, int], None] | None = None) -> int:
         """Rebuild ``model`` from position zero beside the live tables, then swap it in.
         Returns how many events were read. The live tables answer queries throughout."""
-        next_lanes = [lane(model.name + NEXT, source) for source in model.sources]
         with transaction(self._datastore) as c:
             self._drop(c, model, NEXT)
             self._create(c, model, suffix=NEXT)
-            for name in next_lanes:
-                c.execute(
-                    self.dialect.sql(f"DELETE FROM {self._tracking} WHERE application_name = ?"),
-                    (name,),
-                )
+            self._forget_positions(c, model, suffix=NEXT)
         head = sum(self._head(source) for source in model.sources)
         followers = [self._follower(source, [model], NEXT) for source in model.sources]
         for follower in followers:
@@ -328,13 +331,32 @@ class ReadModelStore:
             )
 
     def _create(self, c: Any, model: ReadModel, suffix: str) -> None:
+        self._create_tables(c, model, suffix)
+        for table in model.tables:
+            self._index(c, table, suffix)
+
+    def _create_tables(self, c: Any, model: ReadModel, suffix: str) -> None:
         types = self.dialect.types
         for table in model.tables:
             name = f"rm_{table.name}{suffix}"
             columns = ", ".join(f"{col} {types[kind]}" for col, kind in table.columns.items())
             key = ", ".join(table.key)
             c.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns}, PRIMARY KEY ({key}))")
-            self._index(c, table, suffix)
+
+    def _reshaped(self, c: Any, model: ReadModel) -> bool:
+        """Whether a live table of the model lacks one of the columns it declares."""
+        for table in model.tables:
+            c.execute(f"SELECT * FROM rm_{table.name} WHERE 1 = 0")
+            if set(table.columns) - {column[0] for column in c.description}:
+                return True
+        return False
+
+    def _forget_positions(self, c: Any, model: ReadModel, suffix: str) -> None:
+        for source in model.sources:
+            c.execute(
+                self.dialect.sql(f"DELETE FROM {self._tracking} WHERE application_name = ?"),
+                (lane(model.name + suffix, source),),
+            )
 
     def _index(self, c: Any, table: Table, suffix: str) -> None:
         for index in table.indexes:

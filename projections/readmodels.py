@@ -327,10 +327,32 @@ ENTITIES_TABLE = Table(
         "version": "integer",
         "view": "text",
         "updated_at": "text",
+        # The log position of the entity's creation: the order and cursor key of the
+        # lists (`GET /v1/customers`, …), strictly increasing, the same after a rebuild.
+        "position": "integer",
+        "created_at": "text",
+        # What the lists filter on, copied from the view (null where a kind has none).
+        "email": "text",
+        "code": "text",
+        "status": "text",
+        "customer_id": "text",
+        "product_id": "text",
+        "variant_id": "text",
+        "sku_id": "text",
     },
     ("entity_id",),
-    (("store_id", "kind"),),
+    (("store_id", "kind", "position"), ("customer_id",), ("product_id",), ("variant_id",)),
 )
+# The view's key of each filter column.
+ENTITY_FILTERS = {
+    "email": "email",
+    "code": "code",
+    "status": "status",
+    "customer_id": "customerId",
+    "product_id": "productId",
+    "variant_id": "variantId",
+    "sku_id": "skuId",
+}
 
 
 def _entity_view_wanted(event: Any) -> tuple[UUID, int] | None:
@@ -345,19 +367,18 @@ def _entities(source: str, position: int, event: Any, context: Context) -> list[
         return []
     e: Any = event
     view = context.view_at(e.originator_id, e.originator_version)
-    return [
-        Upsert(
-            "entities",
-            {
-                "entity_id": str(e.originator_id),
-                "store_id": view["storeId"],
-                "kind": event_type.split(".", 1)[0],
-                "version": e.originator_version,
-                "view": json.dumps(view, sort_keys=True),
-                "updated_at": _ts(e.timestamp),
-            },
-        )
-    ]
+    row: JSON = {
+        "entity_id": str(e.originator_id),
+        "store_id": view["storeId"],
+        "kind": event_type.split(".", 1)[0],
+        "version": e.originator_version,
+        "view": json.dumps(view, sort_keys=True),
+        "updated_at": _ts(e.timestamp),
+        **{column: view.get(key) for column, key in ENTITY_FILTERS.items()},
+    }
+    if e.originator_version == 1:  # created: later events keep these
+        row |= {"position": position, "created_at": view["createdAt"]}
+    return [Upsert("entities", row)]
 
 
 # audit: what happened, when, and who did it ----------------------------------------------

@@ -1,4 +1,5 @@
-"""The commerce routes of §8: commands on store entities and `GET` of each entity."""
+"""The commerce routes of §8 and §11: commands on store entities, `GET` of each entity,
+and the lists of each kind (`GET /v1/customers`, …) with their filters."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from domain.customer import Customer
 from domain.order import Order
 from domain.subscription import Subscription
 from infrastructure.api import schemas as s
-from infrastructure.api.endpoint import JSON, Call, Endpoint
+from infrastructure.api.deliveries import ORDERING, UUID_PARAM, paging, queries, time_range
+from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
+from infrastructure.queries import ENTITY_LISTS, STATUSES
 
 READ_ERRORS = (401, 404)
 COMMAND_ERRORS = (400, 401, 404, 409, 413, 415, 422)
@@ -147,6 +150,55 @@ def _read(kind: type, entity: str, plural: str, tag: str) -> Endpoint:
     )
 
 
+_FILTER_PARAMS: dict[str, tuple[JSON, str]] = {
+    "email": ({"type": "string", "format": "email"}, "Only the customer with this email."),
+    "code": ({"type": "string", "minLength": 1}, "Only SKUs with this code."),
+    "customerId": (UUID_PARAM, "Only those of this customer."),
+    "productId": (UUID_PARAM, "Only those of this product."),
+    "variantId": (UUID_PARAM, "Only those of this variant."),
+    "skuId": (UUID_PARAM, "Only those of this SKU."),
+}
+
+
+def _filters(entity: str) -> tuple[QueryParam, ...]:
+    params = []
+    for name in ENTITY_LISTS[entity]:
+        if name == "status":
+            schema: JSON = {"type": "string", "enum": list(STATUSES[entity])}
+            params.append(QueryParam(name, schema, "Only those in this status."))
+        else:
+            schema, description = _FILTER_PARAMS[name]
+            params.append(QueryParam(name, schema, description))
+    return tuple(params)
+
+
+def _list(entity: str, plural: str, tag: str) -> Endpoint:
+    """`GET /v1/{plural}`: the store's entities of a kind, newest created first, paged
+    like every list (the entities read model: a few milliseconds behind the commands)."""
+
+    def handler(call: Call) -> JSON:
+        return queries(call).list_entities(
+            call.store_id,
+            entity,
+            filters={n: call.query[n] for n in ENTITY_LISTS[entity] if n in call.query},
+            since=call.query.get("since"),
+            until=call.query.get("until"),
+            **paging(call),
+        )
+
+    return Endpoint(
+        "GET",
+        f"/v1/{plural}",
+        handler,
+        f"list_{plural}",
+        f"List the store's {plural}",
+        tag,
+        response=s.page_of(s.entity(entity)),
+        errors=(401, 422),
+        query=(*_filters(entity), *time_range(f"{plural} created"), *ORDERING),
+    )
+
+
 def _command(
     method: str,
     path: str,
@@ -186,6 +238,7 @@ ENDPOINTS: list[Endpoint] = [
         201,
     ),
     _read(Customer, "customer", "customers", "Customers"),
+    _list("customer", "customers", "Customers"),
     _command(
         "PATCH",
         "/v1/customers/{id}",
@@ -239,6 +292,7 @@ ENDPOINTS: list[Endpoint] = [
         201,
     ),
     _read(Product, "product", "products", "Catalog"),
+    _list("product", "products", "Catalog"),
     _command(
         "PATCH",
         "/v1/products/{id}",
@@ -287,6 +341,7 @@ ENDPOINTS: list[Endpoint] = [
         201,
     ),
     _read(Sku, "sku", "skus", "Catalog"),
+    _list("sku", "skus", "Catalog"),
     _command(
         "POST",
         "/v1/skus/{id}/price",
@@ -321,6 +376,7 @@ ENDPOINTS: list[Endpoint] = [
         201,
     ),
     _read(Order, "order", "orders", "Orders"),
+    _list("order", "orders", "Orders"),
     _command(
         "POST",
         "/v1/orders/{id}/status",
@@ -367,6 +423,7 @@ ENDPOINTS: list[Endpoint] = [
         201,
     ),
     _read(Subscription, "subscription", "subscriptions", "Subscriptions"),
+    _list("subscription", "subscriptions", "Subscriptions"),
     *[
         _subscription_action(action)
         for action in ("renew", "pause", "resume", "cancel", "expire", "payment-failure")

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from application.errors import InvalidRequest, NotFound, Unauthenticated
+from application.errors import ConcurrentChange, InvalidRequest, NotFound, Unauthenticated
 from application.idempotency import AlreadyAnswered, Answer, KeyedCommand, KeyRecord, keyed
 from application.webhooks import Principal
 from domain.values import Actor
@@ -168,8 +168,8 @@ class Endpoint:
             return self._replay_first(call, key, print_)
         except Exception as error:
             response = problem_for(error)
-            if response.status_code >= 500:
-                return response  # nothing was done: a retry may run it
+            if response.status_code >= 500 or isinstance(error, ConcurrentChange):
+                return response  # nothing was done, for a passing reason: a retry may run it
         else:
             if command.recorded is not None:
                 return sent[-1]  # the very bytes recorded with the events

@@ -115,10 +115,10 @@ def test_an_unknown_id_or_an_id_of_another_kind_is_not_found(commerce: Commerce)
 
 
 def test_a_rule_violation_records_nothing(commerce: Commerce, reopened: Commerce) -> None:
-    # Given an order of 19.90 and a SKU with 1 in stock
+    # Given an order of 19.90 and a SKU with 1 left in stock (of 2: the order took one)
     store = uuid4()
     customer = UUID(commerce.register_customer(store, "d@example.com", "D", None, ALICE)["id"])
-    sku = make_sku(commerce, store, stock=1)
+    sku = make_sku(commerce, store, stock=2)
     order = UUID(commerce.place_order(store, customer, "EUR", [(sku, 1)], ALICE)["id"])
     position = commerce.recorder.max_notification_id()
 

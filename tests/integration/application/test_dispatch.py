@@ -281,7 +281,7 @@ def test_each_event_goes_to_every_enabled_webhook_that_wants_it(
     c.pay_order(s, order, "10.00", SYSTEM)
 
     # When every event is processed at once
-    assert process_all(services.dispatch) == 6
+    assert process_all(services.dispatch) == 7
 
     # Then every event has an envelope
     created = envelopes(services.dispatch)
@@ -292,6 +292,7 @@ def test_each_event_goes_to_every_enabled_webhook_that_wants_it(
             "variant.created",
             "sku.created",
             "order.created",
+            "sku.stock_changed",  # the order's reservation
             "order.paid",
         ]
     )
@@ -355,8 +356,8 @@ def test_an_event_processed_after_later_changes_still_shows_the_past(
     c.update_product(s, product, ANN, name="Big mug")
     c.pay_order(s, order, "19.90", ANN)
 
-    # When everything is processed at once
-    assert process_all(services.dispatch) == 9
+    # When everything is processed at once (the order's stock reservation included)
+    assert process_all(services.dispatch) == 10
 
     # Then order.created shows the world as it was when the order was placed
     created = body_of(services.dispatch, store, order, 1)["data"]
@@ -381,6 +382,33 @@ def test_an_event_processed_after_later_changes_still_shows_the_past(
     assert sku_created["sku"]["price"]["amount"] == "19.90"
 
 
+def test_an_orders_stock_reservation_is_delivered_with_its_snapshot(
+    services: Services, store: UUID
+) -> None:
+    # Given a webhook for SKU events, and an order of 2 of a SKU with 5 in stock
+    listener = webhook(services, store, ["sku.*"])
+    c, s = services.commerce, store
+    product = UUID(c.create_product(s, "Mug", None, ANN)["id"])
+    variant = UUID(c.create_variant(s, product, {"color": "red"}, ANN)["id"])
+    sku = UUID(c.create_sku(s, variant, "MUG", "19.90", "EUR", 5, ANN)["id"])
+    c.place_order(s, customer(services, store), "EUR", [(sku, 2)], ANN)
+
+    # When the events are processed
+    process_all(services.dispatch)
+
+    # Then the reservation is a sku.stock_changed envelope like any other: the SKU as the
+    # order left it, what changed, and who placed the order
+    reserved = body_of(services.dispatch, store, sku, 2)
+    assert reserved["eventType"] == "sku.stock_changed"
+    assert reserved["initiatedBy"] == "ann@shop.example"
+    assert reserved["data"]["sku"]["stock"] == 3
+    assert reserved["data"]["change"] == {"quantity": 3, "delta": -2}
+    assert [e.event_type for e in scheduled(services.dispatch) if e.webhook_id == listener] == [
+        "sku.created",
+        "sku.stock_changed",
+    ]
+
+
 def test_a_rebuilt_projection_makes_byte_identical_envelopes(
     services: Services, store: UUID, tmp_path: Path
 ) -> None:
@@ -392,7 +420,7 @@ def test_a_rebuilt_projection_makes_byte_identical_envelopes(
     sku = UUID(c.create_sku(s, variant, "MUG", "19.90", "EUR", 5, ANN)["id"])
     order = UUID(c.place_order(s, ann, "EUR", [(sku, 1)], ANN)["id"])
     c.update_customer(s, ann, ANN, name="Annabel")
-    assert process_all(services.dispatch) == 6
+    assert process_all(services.dispatch) == 7  # the order's stock reservation included
     c.change_sku_price(s, sku, "25.00", "EUR", ANN)
     originals = {e.event_id: e.body for e in envelopes(services.dispatch)}
 
@@ -405,14 +433,14 @@ def test_a_rebuilt_projection_makes_byte_identical_envelopes(
         build_envelope=build_envelope,
     )
     try:
-        assert process_all(rebuilt) == 7
+        assert process_all(rebuilt) == 8
 
         # Then every envelope has the same event id and the very same bytes
         again = {e.event_id: e.body for e in envelopes(rebuilt)}
     finally:
         rebuilt.close()
     assert {k: again[k] for k in originals} == originals
-    assert len(again) == 7
+    assert len(again) == 8
     assert json.loads(again[event_id_of(order, 1)])["data"]["customer"]["name"] == "Ann"
 
 

@@ -8,14 +8,16 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import anyio
 import httpx
 import pytest
+from eventsourcing.persistence import IntegrityError
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
+from application.errors import ConcurrentChange
 from domain.values import Actor
 from infrastructure.api.app import create_app
 from infrastructure.bootstrap import Services, build, open_queue, start_dispatcher, start_worker
@@ -220,3 +222,31 @@ def test_metrics_need_no_key_and_are_described_in_the_openapi_document(
     assert "# TYPE webround_delivery_attempts_total counter" in answer.text
     assert "# TYPE webround_delivery_attempt_seconds histogram" in answer.text
     assert "/metrics" in client.get("/openapi.json").json()["paths"]
+
+
+def test_commands_run_again_and_conflicts_are_counted(
+    running: tuple[Services, Receiver],
+) -> None:
+    # Given the API, and a command that loses every race to save, with 3 attempts
+    services, _ = running
+    client = Client(create_app(services))
+    before = scrape(client)
+    contention = services.commerce.contention
+    contention.attempts = 3
+
+    def lost() -> None:
+        raise IntegrityError("another process saved first")
+
+    # When it runs
+    with pytest.raises(ConcurrentChange):
+        contention.run([uuid4()], lost, "customer 1")
+
+    # Then /metrics counts the two runs again and the conflict, for commerce
+    after = scrape(client)
+    for name, grown in (
+        ("webround_command_retries_total", 2),
+        ("webround_command_conflicts_total", 1),
+    ):
+        was = value(before, name, application="commerce")
+        assert value(after, name, application="commerce") == was + grown
+        assert ((name, (("application", "webhooks"),))) in after

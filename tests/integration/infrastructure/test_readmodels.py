@@ -555,6 +555,52 @@ def test_opening_the_read_models_again_adds_no_indexes(fast_settings: Settings) 
         again.close()
 
 
+def test_a_model_whose_tables_lack_a_column_is_filled_again_at_start(
+    fast_settings: Settings,
+) -> None:
+    # Given read models caught up with a customer, whose entities table then has the
+    # shape of an earlier version (no list columns), its position still at the head
+    first = build(fast_settings)
+    try:
+        store = UUID(first.webhooks.create_store("Shop", SYSTEM)["storeId"])
+        first.commerce.register_customer(store, "bob@shop.example", "Bob", None, ANN)
+        first.read_models.catch_up_all()
+        with first.read_models.db.transaction() as c:
+            c.execute("DROP TABLE rm_entities")
+            c.execute(
+                "CREATE TABLE rm_entities (entity_id TEXT, store_id TEXT, kind TEXT, "
+                "version INTEGER, view TEXT, updated_at TEXT, PRIMARY KEY (entity_id))"
+            )
+        audit_position = positions(first.read_models)[("audit", "webhooks")]
+    finally:
+        first.close()
+
+    # When a process starts on them again and catches up
+    again = build(fast_settings)
+    try:
+        assert positions(again.read_models)[("entities", "commerce")] == 0
+        again.read_models.catch_up_all()
+
+        # Then the entities model was made anew and filled from the event store, and the
+        # other models kept their rows and positions
+        [row] = rows(again.read_models, "entities")
+        assert (row["kind"], row["email"], row["version"]) == ("customer", "bob@shop.example", 1)
+        assert row["position"] == 1
+        assert positions(again.read_models)[("audit", "webhooks")] == audit_position
+    finally:
+        again.close()
+
+
+def positions(store: ReadModelStore) -> dict[tuple[str, str], int]:
+    found = store.query("SELECT model, source, position FROM rm_tracking")
+    return {(r["model"], r["source"]): int(r["position"]) for r in found} | {
+        (m.name, source): 0
+        for m in READ_MODELS
+        for source in m.sources
+        if not any(r["model"] == m.name and r["source"] == source for r in found)
+    }
+
+
 def index_count(store: ReadModelStore) -> int:
     if not store.postgres:
         sql = (

@@ -12,7 +12,9 @@ import pytest
 from domain.catalog import Product, Sku, Variant
 from domain.customer import Customer
 from domain.errors import (
+    CustomerDeletionRequested,
     ForeignReference,
+    InsufficientStock,
     InvalidTransition,
     InvalidValue,
     PaymentExceedsDue,
@@ -42,11 +44,21 @@ def _sku(price: Money | None = None, store_id: UUID = STORE_ID, code: str = "TS-
     return Sku.create(variant, code, price or _eur("19.90"), 10, SHOP)
 
 
+_SKUS: dict[UUID, dict[UUID, Sku]] = {}  # the SKUs of each order `_order` placed
+
+
 def _order(quantity: int = 2, price: str = "19.90") -> Order:
     """A pending order of one line (2 x 19.90 EUR = 39.80 EUR), events already collected."""
-    order = Order.place(_customer(), "EUR", [(_sku(_eur(price)), quantity)], SHOP)
+    sku = _sku(_eur(price))
+    order = Order.place(_customer(), "EUR", [(sku, quantity)], SHOP)
     order.collect_events()
+    sku.collect_events()
+    _SKUS[order.id] = {sku.id: sku}
     return order
+
+
+def _skus(order: Order) -> dict[UUID, Sku]:
+    return _SKUS[order.id]
 
 
 def _assert_nothing_recorded(order: Order, version: int) -> None:
@@ -166,6 +178,80 @@ def test_unit_price_is_frozen_when_the_sku_price_changes_later() -> None:
     assert created.lines[0].unit_price == _eur("19.90")
 
 
+# --- Stock ---------------------------------------------------------------------------------
+
+
+def test_placing_an_order_reserves_the_stock_of_its_skus() -> None:
+    # Given two SKUs with 10 in stock each
+    customer, shirt, socks = _customer(), _sku(code="TS"), _sku(_eur("5.00"), code="SO")
+
+    # When an order takes 2 shirts, 3 pairs of socks, and 4 more shirts on another line
+    Order.place(customer, "EUR", [(shirt, 2), (socks, 3), (shirt, 4)], CLERK)
+
+    # Then each SKU recorded one stock change for all it supplies, by the order's actor
+    assert (shirt.stock, socks.stock) == (4, 7)
+    changes: list[Any] = [shirt.collect_events()[-1], socks.collect_events()[-1]]
+    assert [event_type(c) for c in changes] == ["sku.stock_changed", "sku.stock_changed"]
+    assert [(c.quantity, c.delta, c.actor) for c in changes] == [(4, -6, CLERK), (7, -3, CLERK)]
+
+
+def test_an_order_cannot_take_more_than_is_in_stock() -> None:
+    # Given a SKU with 10 in stock and another with 10
+    customer, shirt, socks = _customer(), _sku(code="TS"), _sku(code="SO")
+    shirt.collect_events()
+    socks.collect_events()
+
+    # When an order asks for 2 socks and 11 shirts (over two lines)
+    with pytest.raises(InsufficientStock, match="TS has 10 in stock; the order asks for 11"):
+        Order.place(customer, "EUR", [(socks, 2), (shirt, 6), (shirt, 5)], CLERK)
+
+    # Then nothing is reserved on either SKU
+    assert (shirt.stock, socks.stock) == (10, 10)
+    assert shirt.collect_events() == socks.collect_events() == []
+
+
+def test_an_order_may_take_the_last_item() -> None:
+    customer, sku = _customer(), _sku()
+    Order.place(customer, "EUR", [(sku, 10)], CLERK)
+    assert sku.stock == 0
+
+
+def test_cancelling_an_order_puts_its_stock_back() -> None:
+    # Given an order that reserved 2 of a SKU's 10
+    order = _order(quantity=2)
+    [sku] = _skus(order).values()
+    assert sku.stock == 8
+
+    # When it is cancelled
+    order.update_status(OrderStatus.CANCELLED, CLERK, _skus(order))
+
+    # Then the SKU has its 10 again, recorded as a stock change
+    assert sku.stock == 10
+    [change] = sku.collect_events()
+    assert (event_type(change), change.delta) == ("sku.stock_changed", 2)
+
+
+def test_cancelling_needs_the_skus_of_every_line() -> None:
+    order = _order()
+    with pytest.raises(ValueError, match="SKUs"):
+        order.update_status(OrderStatus.CANCELLED, CLERK, {})
+    _assert_nothing_recorded(order, 1)
+
+
+def test_a_customer_who_asked_to_be_deleted_places_no_order() -> None:
+    # Given a customer who asked to be deleted
+    customer, sku = _customer(), _sku()
+    customer.request_deletion(CLERK)
+    sku.collect_events()
+
+    # When an order is placed for them
+    # Then it is refused, and no stock is reserved
+    with pytest.raises(CustomerDeletionRequested, match="asked to be deleted"):
+        Order.place(customer, "EUR", [(sku, 1)], CLERK)
+    assert sku.stock == 10
+    assert sku.collect_events() == []
+
+
 # --- Status machine ----------------------------------------------------------------------
 
 # §2: pending -> processing -> shipped -> delivered; cancelled from pending or processing.
@@ -189,7 +275,7 @@ PATH_TO = {
 def _order_in(status: OrderStatus) -> Order:
     order = _order()
     for step in PATH_TO[status]:
-        order.update_status(step, SHOP)
+        order.update_status(step, SHOP, _skus(order))
     order.collect_events()
     assert order.status is status
     return order
@@ -219,7 +305,7 @@ def test_allowed_status_transition(current: OrderStatus, target: OrderStatus) ->
     version = order.version
 
     # When it moves to an allowed next status
-    order.update_status(target, CLERK)
+    order.update_status(target, CLERK, _skus(order))
 
     # Then it has the new status and recorded exactly one event saying so
     assert order.status is target
@@ -245,7 +331,7 @@ def test_forbidden_status_transition(current: OrderStatus, target: OrderStatus) 
 
     # When it is asked to move to a status the machine does not allow
     with pytest.raises(InvalidTransition):
-        order.update_status(target, CLERK)
+        order.update_status(target, CLERK, _skus(order))
 
     # Then its status is unchanged and nothing was recorded
     assert order.status is current

@@ -11,7 +11,12 @@ import pytest
 
 from domain.catalog import Product, Sku, Variant
 from domain.customer import Customer
-from domain.errors import ForeignReference, InvalidTransition, InvalidValue
+from domain.errors import (
+    CustomerDeletionRequested,
+    ForeignReference,
+    InvalidTransition,
+    InvalidValue,
+)
 from domain.subscription import Subscription, SubscriptionStatus, period_end
 from domain.values import Actor, Money
 
@@ -93,6 +98,17 @@ def test_start_refuses_an_unknown_interval() -> None:
 
     # Then it is refused on the interval field
     assert refused.value.field == "interval"
+
+
+def test_start_refuses_a_customer_who_asked_to_be_deleted() -> None:
+    # Given a customer who asked to be deleted
+    customer = _customer()
+    customer.request_deletion(ADMIN)
+
+    # When a subscription is started for them
+    # Then it is refused as a rule of the customer's state
+    with pytest.raises(CustomerDeletionRequested, match="asked to be deleted"):
+        Subscription.start(customer, _sku(), "month", NOW, ADMIN)
 
 
 def test_start_refuses_a_sku_of_another_store() -> None:

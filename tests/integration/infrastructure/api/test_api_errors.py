@@ -221,7 +221,7 @@ async def test_an_unknown_route_is_a_404(api: Api, path: str) -> None:
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/v1/customers"),
+        ("PUT", "/v1/customers"),
         ("PUT", "/v1/customers/{id}"),
         ("DELETE", "/v1/orders/{id}"),
         ("GET", "/v1/orders/{id}/payments"),

@@ -144,6 +144,8 @@ async def place_order(
         },
         201,
     )
+    # The SKU as the order left it: placing the order reserved its stock
+    sku = await expect(api, tenant, "GET", f"/v1/skus/{sku['id']}")
     return order, customer, sku
 
 
@@ -228,6 +230,7 @@ async def every_command(api: Api, tenant: Tenant, extra: JSON | None = None) -> 
         "sku.stock_changed",
         "sku.stock_changed",
         "order.created",
+        "sku.stock_changed",  # the order reserved its 2
         "order.status_updated",
         "order.paid",
         "order.refunded",
