@@ -42,7 +42,13 @@ from eventsourcing.utils import get_topic, retry
 from psycopg.sql import SQL, Composed, Identifier
 
 from application.idempotency import AlreadyAnswered, Answer, KeyRecord
-from infrastructure.tracking import PostgresFollowerRecorder, SqliteFollowerRecorder
+from infrastructure.tracking import (
+    Ddl,
+    PostgresFollowerRecorder,
+    SqliteFollowerRecorder,
+    apply_ddl,
+    postgres_dialect,
+)
 
 __all__ = [
     "ENTRY_TTL",
@@ -174,23 +180,37 @@ class KeyedPostgresRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, **tables: Any) -> None:
         super().__init__(datastore, **tables)
         table = SQL("{}.{}").format(Identifier(self.datastore.schema), Identifier(TABLE))
-        self.sql_create_statements += [
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {} ("
-                " store_id uuid NOT NULL,"
-                " key text NOT NULL,"
-                " fingerprint text NOT NULL,"
-                " created_at timestamptz NOT NULL,"
-                " status integer,"
-                " body bytea,"
-                " content_type text,"
-                " key_id text,"
-                " PRIMARY KEY (store_id, key))"
-            ).format(table),
+        self._key_ddl = [
+            Ddl(
+                "table",
+                TABLE,
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ("
+                    " store_id uuid NOT NULL,"
+                    " key text NOT NULL,"
+                    " fingerprint text NOT NULL,"
+                    " created_at timestamptz NOT NULL,"
+                    " status integer,"
+                    " body bytea,"
+                    " content_type text,"
+                    " key_id text,"
+                    " PRIMARY KEY (store_id, key))"
+                )
+                .format(table)
+                .as_string(),
+            ),
             # Tables made by earlier versions lack the API key of the request.
-            SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS key_id text").format(table),
-            SQL("CREATE INDEX IF NOT EXISTS {} ON {} (created_at)").format(
-                Identifier(f"{TABLE}_created_at"), table
+            Ddl(
+                "column",
+                f"{TABLE}.key_id",
+                SQL("ALTER TABLE {} ADD COLUMN key_id text").format(table).as_string(),
+            ),
+            Ddl(
+                "index",
+                f"{TABLE}_created_at",
+                SQL("CREATE INDEX IF NOT EXISTS {} ON {} (created_at)")
+                .format(Identifier(f"{TABLE}_created_at"), table)
+                .as_string(),
             ),
         ]
         # An expired record, or an unfinished one of an earlier version, gives way.
@@ -207,6 +227,15 @@ class KeyedPostgresRecorder(PostgresApplicationRecorder):
             " WHERE store_id = %s AND key = %s AND status IS NOT NULL"
         ).format(table)
         self._purge: Composed = SQL("DELETE FROM {} WHERE created_at < %s").format(table)
+
+    def create_table(self) -> None:
+        super().create_table()  # eventsourcing's tables, in a transaction of their own
+        from infrastructure.sql import transaction
+
+        # The keys' table apart, created only where missing (see `apply_ddl`: DDL at
+        # every start would lock against the running processes' writes).
+        with transaction(self.datastore) as c:
+            apply_ddl(c, postgres_dialect(self.datastore.schema), self._key_ddl)
 
     @property
     def key_place(self) -> str:

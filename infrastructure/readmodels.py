@@ -42,6 +42,8 @@ from application.replay import replay
 from infrastructure.sql import transaction
 from infrastructure.tracking import (
     SQLITE,
+    Ddl,
+    apply_ddl,
     first_column,
     poison_statements,
     postgres_dialect,
@@ -106,8 +108,7 @@ class ReadModelStore:
         # Infrastructure's failure classification and poison counter for new followers.
         self._configure = configure
         with transaction(self._datastore) as c:
-            for statement in poison_statements(self.dialect):
-                c.execute(statement)
+            apply_ddl(c, self.dialect, poison_statements(self.dialect))
             self._migrate_positions(c)
             for model in READ_MODELS:
                 self._create_tables(c, model, suffix="")
@@ -341,7 +342,8 @@ class ReadModelStore:
             name = f"rm_{table.name}{suffix}"
             columns = ", ".join(f"{col} {types[kind]}" for col, kind in table.columns.items())
             key = ", ".join(table.key)
-            c.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns}, PRIMARY KEY ({key}))")
+            sql = f"CREATE TABLE IF NOT EXISTS {name} ({columns}, PRIMARY KEY ({key}))"
+            apply_ddl(c, self.dialect, [Ddl("table", name, sql)])
 
     def _reshaped(self, c: Any, model: ReadModel) -> bool:
         """Whether a live table of the model lacks one of the columns it declares."""
@@ -360,10 +362,11 @@ class ReadModelStore:
 
     def _index(self, c: Any, table: Table, suffix: str) -> None:
         for index in table.indexes:
-            c.execute(
-                f"CREATE INDEX IF NOT EXISTS {_index_name(table, index, suffix)} "
-                f"ON rm_{table.name}{suffix} ({', '.join(index)})"
+            name = _index_name(table, index, suffix)
+            sql = (
+                f"CREATE INDEX IF NOT EXISTS {name} ON rm_{table.name}{suffix} ({', '.join(index)})"
             )
+            apply_ddl(c, self.dialect, [Ddl("index", name, sql)])
 
     def _drop(self, c: Any, model: ReadModel, suffix: str) -> None:
         for table in model.tables:

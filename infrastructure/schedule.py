@@ -50,6 +50,7 @@ from domain.delivery import CircuitPolicy
 from infrastructure.sql import transaction
 from infrastructure.tracking import (
     SQLITE,
+    Ddl,
     Dialect,
     PostgresFollowerRecorder,
     SqliteFollowerRecorder,
@@ -113,46 +114,58 @@ def _str_or_none(value: UUID | None) -> str | None:
 _IN_LIST = 500
 
 
-def _create_statements(d: Dialect) -> list[str]:
+def _create_statements(d: Dialect) -> list[Ddl]:
     t = d.types
-    return [
-        d.sql(
-            "CREATE TABLE IF NOT EXISTS {t}due_deliveries ("
-            f" delivery_id {t['text']} PRIMARY KEY, webhook_id {t['text']} NOT NULL,"
-            f" envelope_id {t['text']} NOT NULL, store_id {t['text']} NOT NULL,"
-            f" attempt {t['integer']} NOT NULL, due_at {t['real']} NOT NULL,"
-            f" lease_until {t['real']}, entity_id {t['text']}, position {t['integer']},"
-            f" partition {t['integer']} NOT NULL DEFAULT 0)"
-        ),
+    columns = [
         # Tables of earlier versions lack these columns (PostgreSQL; a SQLite table is
         # new in dispatch.sqlite): added empty, filled by `migrate_legacy_schedule`.
+        Ddl(
+            "column",
+            f"due_deliveries.{name}",
+            d.sql(f"ALTER TABLE {{t}}due_deliveries ADD COLUMN {name} {kind}"),
+        )
+        for name, kind in (
+            ("entity_id", "text"),
+            ("position", "bigint"),
+            ("partition", "bigint NOT NULL DEFAULT 0"),
+        )
+    ]
+    return [
+        Ddl(
+            "table",
+            "due_deliveries",
+            d.sql(
+                "CREATE TABLE IF NOT EXISTS {t}due_deliveries ("
+                f" delivery_id {t['text']} PRIMARY KEY, webhook_id {t['text']} NOT NULL,"
+                f" envelope_id {t['text']} NOT NULL, store_id {t['text']} NOT NULL,"
+                f" attempt {t['integer']} NOT NULL, due_at {t['real']} NOT NULL,"
+                f" lease_until {t['real']}, entity_id {t['text']}, position {t['integer']},"
+                f" partition {t['integer']} NOT NULL DEFAULT 0)"
+            ),
+        ),
+        *(columns if d.postgres else []),
         *(
-            [
-                d.sql(f"ALTER TABLE {{t}}due_deliveries ADD COLUMN IF NOT EXISTS {column}")
-                for column in (
-                    "entity_id text",
-                    "position bigint",
-                    "partition bigint NOT NULL DEFAULT 0",
-                )
-            ]
-            if d.postgres
-            else []
+            Ddl(
+                "index",
+                name,
+                d.sql(f"CREATE INDEX IF NOT EXISTS {name} ON {{t}}due_deliveries ({on})"),
+            )
+            for name, on in (
+                ("due_deliveries_partition", "partition, due_at"),
+                ("due_deliveries_due", "due_at"),
+                ("due_deliveries_webhook", "webhook_id, lease_until"),
+                ("due_deliveries_lease", "lease_until"),
+            )
         ),
-        d.sql(
-            "CREATE INDEX IF NOT EXISTS due_deliveries_partition"
-            " ON {t}due_deliveries (partition, due_at)"
-        ),
-        d.sql("CREATE INDEX IF NOT EXISTS due_deliveries_due ON {t}due_deliveries (due_at)"),
-        d.sql(
-            "CREATE INDEX IF NOT EXISTS due_deliveries_webhook "
-            "ON {t}due_deliveries (webhook_id, lease_until)"
-        ),
-        d.sql("CREATE INDEX IF NOT EXISTS due_deliveries_lease ON {t}due_deliveries (lease_until)"),
-        d.sql(
-            "CREATE TABLE IF NOT EXISTS {t}webhook_health ("
-            f" webhook_id {t['text']} PRIMARY KEY,"
-            f" consecutive_failures {t['integer']} NOT NULL,"
-            f" failing_since {t['real']}, last_success_at {t['real']}, open_until {t['real']})"
+        Ddl(
+            "table",
+            "webhook_health",
+            d.sql(
+                "CREATE TABLE IF NOT EXISTS {t}webhook_health ("
+                f" webhook_id {t['text']} PRIMARY KEY,"
+                f" consecutive_failures {t['integer']} NOT NULL,"
+                f" failing_since {t['real']}, last_success_at {t['real']}, open_until {t['real']})"
+            ),
         ),
     ]
 
@@ -313,7 +326,7 @@ class PostgresDispatchRecorder(PostgresFollowerRecorder):
     """The dispatch application's PostgreSQL recorder: its events, its followers' lanes,
     and the schedule written with them (``schedule=`` on `insert_events`)."""
 
-    def extra_create_statements(self) -> list[str]:
+    def extra_create_statements(self) -> list[Ddl]:
         return [*_create_statements(self.dialect), *super().extra_create_statements()]
 
     def write_extras(self, c: Any, kwargs: dict[str, Any]) -> None:
@@ -324,7 +337,7 @@ class PostgresDispatchRecorder(PostgresFollowerRecorder):
 class SqliteDispatchRecorder(SqliteFollowerRecorder):
     """The dispatch application's SQLite recorder (see `PostgresDispatchRecorder`)."""
 
-    def extra_create_statements(self) -> list[str]:
+    def extra_create_statements(self) -> list[Ddl]:
         return [*_create_statements(SQLITE), *super().extra_create_statements()]
 
     def write_extras(self, c: Any, kwargs: dict[str, Any]) -> None:

@@ -125,15 +125,54 @@ def first_column(row: Any) -> Any:
     return next(iter(row.values())) if isinstance(row, dict) else row[0]
 
 
-def poison_statements(d: Dialect) -> list[str]:
+@dataclass(frozen=True)
+class Ddl:
+    """One statement that creates a table, an index or a column, by name (for a
+    column, ``table.column``): on PostgreSQL it runs only where that is missing."""
+
+    kind: str  # "table" | "index" | "column"
+    name: str
+    sql: str
+
+
+def apply_ddl(c: Any, d: Dialect, statements: Sequence[Ddl]) -> None:
+    """Create what is missing. On PostgreSQL even ``IF NOT EXISTS`` DDL takes locks
+    (``CREATE INDEX`` a share lock on its table, ``ALTER TABLE`` an exclusive one) that
+    wait behind, and deadlock with, the running processes' writes: so the catalog is
+    asked first, and nothing is locked where everything exists (every start but the
+    first, and an upgrade's)."""
+    for statement in statements:
+        if d.postgres and _exists(c, statement):
+            continue
+        c.execute(statement.sql)
+
+
+def _exists(c: Any, statement: Ddl) -> bool:
+    if statement.kind == "column":
+        table, column = statement.name.split(".")
+        c.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = %s AND column_name = %s",
+            (table, column),
+        )
+        return c.fetchone() is not None
+    c.execute("SELECT to_regclass(%s)", (statement.name,))
+    return first_column(c.fetchone()) is not None
+
+
+def poison_statements(d: Dialect) -> list[Ddl]:
     t = d.types
     return [
-        d.sql(
-            "CREATE TABLE IF NOT EXISTS {t}skipped_events ("
-            f" follower {t['text']} NOT NULL, source {t['text']} NOT NULL,"
-            f" position {t['integer']} NOT NULL, originator_id {t['text']} NOT NULL,"
-            f" topic {t['text']} NOT NULL, error {t['text']} NOT NULL,"
-            f" skipped_at {t['real']} NOT NULL, PRIMARY KEY (follower, source, position))"
+        Ddl(
+            "table",
+            "skipped_events",
+            d.sql(
+                "CREATE TABLE IF NOT EXISTS {t}skipped_events ("
+                f" follower {t['text']} NOT NULL, source {t['text']} NOT NULL,"
+                f" position {t['integer']} NOT NULL, originator_id {t['text']} NOT NULL,"
+                f" topic {t['text']} NOT NULL, error {t['text']} NOT NULL,"
+                f" skipped_at {t['real']} NOT NULL, PRIMARY KEY (follower, source, position))"
+            ),
         )
     ]
 
@@ -173,14 +212,16 @@ class PostgresFollowerRecorder(PostgresProcessRecorder):
             events_table_name=events_table_name,
             tracking_table_name=tracking_table_name,
         )
-        from psycopg.sql import SQL
-
         self.dialect = postgres_dialect(datastore.schema)
-        self.sql_create_statements.extend(
-            SQL(statement).format() for statement in self.extra_create_statements()
-        )
 
-    def extra_create_statements(self) -> list[str]:
+    def create_table(self) -> None:
+        super().create_table()  # eventsourcing's own tables, in a transaction of their own
+        from infrastructure.sql import transaction
+
+        with transaction(self.datastore) as c:
+            apply_ddl(c, self.dialect, self.extra_create_statements())
+
+    def extra_create_statements(self) -> list[Ddl]:
         return poison_statements(self.dialect)
 
     def tracking_positions(self, names: Sequence[str]) -> dict[str, int]:
@@ -212,9 +253,10 @@ class SqliteFollowerRecorder(SQLiteProcessRecorder):
     dialect = SQLITE
 
     def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(), *self.extra_create_statements()]
+        extra = [statement.sql for statement in self.extra_create_statements()]
+        return [*super().construct_create_table_statements(), *extra]
 
-    def extra_create_statements(self) -> list[str]:
+    def extra_create_statements(self) -> list[Ddl]:
         return poison_statements(SQLITE)
 
     def tracking_positions(self, names: Sequence[str]) -> dict[str, int]:

@@ -33,6 +33,7 @@ from infrastructure.bootstrap import Services, build
 from infrastructure.history import event_history
 from infrastructure.readmodels import EntityViews, ReadModelStore
 from infrastructure.settings import Settings
+from infrastructure.sql import transaction
 from projections.readmodels import BY_NAME, READ_MODELS
 from tests.e2e.conftest import Pipeline
 from tests.e2e.test_dispatch import drive_every_event_type
@@ -565,7 +566,7 @@ def test_a_model_whose_tables_lack_a_column_is_filled_again_at_start(
         store = UUID(first.webhooks.create_store("Shop", SYSTEM)["storeId"])
         first.commerce.register_customer(store, "bob@shop.example", "Bob", None, ANN)
         first.read_models.catch_up_all()
-        with first.read_models.db.transaction() as c:
+        with transaction(first.read_models.recorder.datastore) as c:
             c.execute("DROP TABLE rm_entities")
             c.execute(
                 "CREATE TABLE rm_entities (entity_id TEXT, store_id TEXT, kind TEXT, "
@@ -592,13 +593,7 @@ def test_a_model_whose_tables_lack_a_column_is_filled_again_at_start(
 
 
 def positions(store: ReadModelStore) -> dict[tuple[str, str], int]:
-    found = store.query("SELECT model, source, position FROM rm_tracking")
-    return {(r["model"], r["source"]): int(r["position"]) for r in found} | {
-        (m.name, source): 0
-        for m in READ_MODELS
-        for source in m.sources
-        if not any(r["model"] == m.name and r["source"] == source for r in found)
-    }
+    return {(s.model, s.source): s.position for s in store.status()}
 
 
 def index_count(store: ReadModelStore) -> int:

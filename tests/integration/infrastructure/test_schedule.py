@@ -745,3 +745,41 @@ def test_a_schedule_kept_by_an_earlier_version_is_taken_over(settings: Settings)
         assert set(rows(again.schedule())) == {first, second}
     finally:
         again.close()
+
+
+@pytest.mark.postgres
+def test_a_process_starting_takes_no_lock_its_running_peers_hold(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    import threading as _threading
+
+    # Given an installation, and a running process in the middle of writes to our tables
+    # (a transaction holding the locks a writer holds: ROW EXCLUSIVE)
+    settings = Settings(data_dir=tmp_path / "data", database_url=postgres_url)
+    build(settings).close()
+    dsn, _, query = postgres_url.partition("?")
+    options = f"-c search_path={query.removeprefix('schema=')}"
+    tables = [
+        "due_deliveries",
+        "webhook_health",
+        "skipped_events",
+        "webround_idempotency",
+        "rm_events",
+        "rm_deliveries",
+    ]
+    with psycopg.connect(dsn, options=options) as writer:
+        for table in tables:
+            writer.execute(f"LOCK TABLE {table} IN ROW EXCLUSIVE MODE")
+
+        # When another process starts (building every application and view)
+        started: list[Services] = []
+        starting = _threading.Thread(target=lambda: started.append(build(settings)), daemon=True)
+        starting.start()
+        starting.join(timeout=20)
+
+        # Then it does not wait for that writer (DDL of tables and indexes that exist
+        # would, and could deadlock with it)
+        assert not starting.is_alive(), "the start waited for a running writer's locks"
+        writer.rollback()
+    for services in started:
+        services.close()
