@@ -13,8 +13,10 @@ together can.
   on PostgreSQL the commit does not wait for the WAL flush (``synchronous_commit =
   off``). A crash can then lose the last few commits — rows and position together — and
   the follower applies those events again (docs/adr/0012-batched-projections-and-wake-ups.md).
-- ``lock``: a table to lock in EXCLUSIVE mode first (PostgreSQL; SQLite's one write
-  lock is taken by the transaction's first write).
+- ``lock``: a table to lock in EXCLUSIVE mode first (PostgreSQL). On SQLite a write
+  transaction takes the database's one write lock as it begins (``BEGIN IMMEDIATE``),
+  waiting its turn: a transaction that read first and wrote later could find another
+  writer committed since its snapshot, and fail at once ("database is locked").
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.sqlite import SQLiteDatastore
+from eventsourcing.sqlite import SQLiteCursor, SQLiteDatastore, SQLiteTransaction
 from psycopg.rows import tuple_row
 
 
@@ -48,5 +50,16 @@ def transaction(
                 cursor.execute(f"LOCK TABLE {lock} IN EXCLUSIVE MODE")
             yield cursor
     else:
-        with datastore.transaction(commit=write) as cursor:
-            yield cursor.sqlite_cursor  # the driver's own: it has rowcount
+        with datastore.get_connection(commit=write) as lite:
+            begin = (_Immediate if write else SQLiteTransaction)(lite, commit=write)
+            with begin as lite_cursor, lite_cursor:
+                yield lite_cursor.sqlite_cursor  # the driver's own: it has rowcount
+
+
+class _Immediate(SQLiteTransaction):
+    """eventsourcing's SQLite transaction (its errors, its commit), begun IMMEDIATE."""
+
+    def __enter__(self) -> SQLiteCursor:
+        cursor = self.connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        return cursor
