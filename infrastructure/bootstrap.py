@@ -38,7 +38,7 @@ from application.webhooks import Webhooks
 from domain.delivery import CircuitPolicy, RetryPolicy
 from infrastructure.broker import Queue, declare_deliver_actor, enqueue_many, make_broker
 from infrastructure.dispatcher import Dispatcher
-from infrastructure.followers import Runner, Signals, prepare
+from infrastructure.followers import Pulled, Runner, Signals, prepare
 from infrastructure.history import event_history
 from infrastructure.idempotency import (
     KeyedPostgresRecorder,
@@ -363,13 +363,24 @@ def start_projector(services: Services, owner: Owner | None = None) -> Runner:
     wakes = connect_signals(services, signals, sources)
     store = services.read_models
 
+    # Each source's follower is pulled when its source committed (or a poll), or while
+    # it finds work: an idle pass reads nothing.
+    pulled = [Pulled(follower, signals) for follower in store.followers]
+    held: set[str] = set()
+
     def step() -> int:
-        for app in sources:
-            signals.take(app.name)
-        if owner is None:
-            return store.catch_up_all()
-        roles = owner.owned().roles
-        return store.catch_up_all(only=roles)
+        roles = {p.follower.name for p in pulled} if owner is None else owner.owned().roles
+        done = 0
+        for each in pulled:
+            name = each.follower.name
+            if name not in roles:
+                held.discard(name)
+                continue
+            if name not in held:  # a role this process takes on: look at once
+                held.add(name)
+                each.again()
+            done += each.pull()
+        return done
 
     runner = Runner("projector", step, signals, max_idle=wakes.max_idle).start()
 

@@ -44,10 +44,15 @@ def transient(error: BaseException) -> bool:
 
 
 class Signals:
-    """Which sources committed since they were last taken, and one event to wait on."""
+    """Which sources committed since they were last taken, and one event to wait on. A
+    wait that runs out unsignalled is a poll: every source counts as signalled once
+    (commits nothing could signal — another process's, on SQLite or without a
+    listener — are found so)."""
 
     def __init__(self) -> None:
         self._raised: set[str] = set()
+        self._polling = False
+        self._polled: set[str] = set()  # taken since the last wait ran out
         self._lock = threading.Lock()
         self._event = threading.Event()
 
@@ -65,15 +70,22 @@ class Signals:
         self._event.clear()
 
     def take(self, source: str) -> bool:
-        """Whether ``source`` was signalled since the last take (and forget it)."""
+        """Whether ``source`` was signalled since the last take, or the last wait ran
+        out (and forget it)."""
         with self._lock:
+            polled = self._polling and source not in self._polled
+            if polled:
+                self._polled.add(source)
             if source in self._raised:
                 self._raised.discard(source)
                 return True
-            return False
+            return polled
 
     def wait(self, timeout: float) -> None:
-        self._event.wait(max(timeout, 0.0))
+        signalled = self._event.wait(max(timeout, 0.0))
+        with self._lock:
+            self._polling = not signalled
+            self._polled = set()
 
 
 class Pulled:

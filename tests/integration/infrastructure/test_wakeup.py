@@ -195,3 +195,31 @@ def test_in_embedded_mode_a_command_of_the_same_process_wakes_the_dispatcher(
         assert wait_for(lambda: broker.queues[queue.name].qsize() == 1, timeout=2.0)
     finally:
         services.close()
+
+
+def test_in_embedded_mode_a_command_of_another_process_is_seen_by_polling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the embedded mode with a webhook, a dispatcher polling every 0.2 s (nothing
+    # signals it of another process's SQLite commits), idle after its first passes
+    monkeypatch.setattr(bootstrap, "MAX_IDLE_POLL", 0.2)
+    services = build(Settings(data_dir=tmp_path / "data"))
+    other = build(services.settings)  # another process: its saves signal nothing here
+    try:
+        store_id = UUID(services.webhooks.create_store("Shop", Actor.system())["storeId"])
+        services.webhooks.create_webhook(
+            store_id, Actor.system(), url="https://93.184.215.14/hook", event_types=["*"]
+        )
+        queue = open_queue(services)
+        start_dispatcher(services, queue)
+        broker: Any = queue.broker
+        time.sleep(0.5)
+
+        # When an event is recorded through the other process
+        register(other, store_id)
+
+        # Then a poll finds it, and its delivery is handed to the queue within 2 s
+        assert wait_for(lambda: broker.queues[queue.name].qsize() == 1, timeout=2.0)
+    finally:
+        other.close()
+        services.close()
