@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import random as _random
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import CanInitAggregate
 from eventsourcing.persistence import (
     IntegrityError,
     JSONTranscoder,
@@ -94,6 +97,12 @@ class AttemptResult:
         return self.status_code == 410
 
 
+# How many entities the fan-out keeps as of their latest event, and how many envelopes
+# are kept at hand for the dispatcher (bounded: a busy installation has far more).
+_LATEST_ENTITIES = 5_000
+_RECENT_ENVELOPES = 2_000
+
+
 class Dispatch(NotifiesOnRecord, Application[UUID]):
     name = "dispatch"
 
@@ -126,6 +135,13 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         self.random = random or _random.random
         # Views of an entity at a version never change: cache them across events.
         self._view_at = lru_cache(maxsize=20_000)(self._load_view)
+        # Each entity as of the last of its events fanned out here: its next event is
+        # applied to it rather than the entity read again (`_entity_at`).
+        self._latest: OrderedDict[UUID, StoreAggregate] = OrderedDict()
+        # Envelopes this instance made or read lately: the dispatcher sends most of them
+        # moments after the fan-out made them (`envelope_by_id`).
+        self._recent: OrderedDict[UUID, Envelope] = OrderedDict()
+        self._recent_lock = threading.Lock()
         # Store events become envelopes and deliveries through this follower, of every
         # partition until a dispatcher says which are its own (`Follower.follow_partitions`).
         self.fan_out = Follower("fan-out", commerce, FanOut(self))
@@ -172,10 +188,28 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         self.fan_out.batch_size = limit
         return self.fan_out.pull()
 
+    def _entity_at(self, event: Any) -> StoreAggregate:
+        """The entity just after ``event``. Events of one entity come to one fan-out in
+        log order, so the entity as of its previous event is usually at hand: the event
+        is applied to it as a read from the store would, and nothing is read."""
+        entity = self._latest.pop(event.originator_id, None)
+        version = event.originator_version
+        if entity is not None and entity.version == version:
+            pass  # the same event again (its batch is applied again)
+        elif (entity is None and isinstance(event, CanInitAggregate)) or (
+            entity is not None and entity.version == version - 1
+        ):
+            entity = event.mutate(entity)
+        else:  # not seen here from its start, or not its latest: read it as of the event
+            entity = self.commerce.repository.get(event.originator_id, version=version)
+        assert entity is not None
+        self._latest[event.originator_id] = entity
+        if len(self._latest) > _LATEST_ENTITIES:
+            self._latest.popitem(last=False)
+        return entity
+
     def _envelope_and_deliveries(self, domain_event: Any, position: int) -> list[Any]:
-        entity: StoreAggregate = self.commerce.repository.get(
-            domain_event.originator_id, version=domain_event.originator_version
-        )
+        entity = self._entity_at(domain_event)
         entity_view = views.view(entity)
 
         def lookup(kind: str, entity_id: UUID) -> JSON:
@@ -220,6 +254,26 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
         for item in items:
             new.extend(self._envelope_and_deliveries(item.event, item.notification.id))
         return new
+
+    def remember(self, envelopes: Sequence[Any]) -> None:
+        """Keep these envelopes (saved) at hand for `envelope_by_id`."""
+        with self._recent_lock:
+            for envelope in envelopes:
+                if isinstance(envelope, Envelope):
+                    self._recent[envelope.id] = envelope
+                    self._recent.move_to_end(envelope.id)
+            while len(self._recent) > _RECENT_ENVELOPES:
+                self._recent.popitem(last=False)
+
+    def envelope_by_id(self, envelope_id: UUID) -> Envelope:
+        """An envelope (they never change): from those at hand, else read and kept."""
+        with self._recent_lock:
+            found = self._recent.get(envelope_id)
+        if found is not None:
+            return found
+        envelope: Envelope = self.repository.get(envelope_id)
+        self.remember([envelope])
+        return envelope
 
     def _load_view(self, entity_id: UUID, version: int) -> JSON:
         return views.view(self.commerce.repository.get(entity_id, version=version))
@@ -461,6 +515,7 @@ class FanOut:
     def apply(self, batch: Batch) -> None:
         new = self._dispatch._envelopes_and_deliveries(batch.items)
         self._dispatch._save_with(batch, *new)
+        self._dispatch.remember(new)
 
     def skip(self, batch: Batch, error: Exception) -> None:
         self._dispatch._save_with(batch, skipped=("fan-out", batch, error))

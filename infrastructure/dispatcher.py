@@ -23,13 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
 from application.dispatch import AttemptResult, DeliveryRef, Dispatch
 from application.follow import Follower
-from domain.delivery import Envelope
 from infrastructure.followers import Pulled, Signals
 from infrastructure.leases import Owner, SoleOwner
 from infrastructure.metrics import PARTITIONS_OWNED
@@ -94,7 +92,7 @@ class Dispatcher:
         self._per_webhook = per_webhook
         self._max_in_flight = max_in_flight
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._envelope = lru_cache(maxsize=5_000)(self._load_envelope)
+        self._envelope = dispatch.envelope_by_id
         self._buckets: dict[UUID, _Bucket] = {}
 
     def step(self) -> int:
@@ -226,7 +224,3 @@ class Dispatcher:
             body=envelope.body,
         )
         return message.to_json()
-
-    def _load_envelope(self, envelope_id: UUID) -> Envelope:
-        envelope: Envelope = self.dispatch.repository.get(envelope_id)
-        return envelope
