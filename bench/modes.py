@@ -30,7 +30,7 @@ from bench.procs import Proc, Sampler
 ROOT = Path(__file__).resolve().parent.parent
 WEBROUND = str(ROOT / ".venv" / "bin" / "webround")
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = "redis://127.0.0.1:6379/0"
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672/%2F"
 # A fixed master key: the bench's own, never a real installation's.

@@ -410,6 +410,8 @@ class Schedule:
                     " busy_webhook AS (SELECT webhook_id, count(*) AS n FROM busy"
                     "  GROUP BY webhook_id),"
                     " busy_store AS (SELECT store_id, count(*) AS n FROM busy GROUP BY store_id),"
+                    " busy_entity AS (SELECT DISTINCT webhook_id, entity_id FROM busy"
+                    "  WHERE entity_id IS NOT NULL),"
                     # Due, unleased rows, ranked oldest first per webhook, per store and per
                     # (webhook, entity). A webhook whose circuit is open or already at its
                     # cap, a store at its cap, an entity with a delivery in flight to the
@@ -429,13 +431,15 @@ class Schedule:
                     "  LEFT JOIN {t}webhook_health h ON h.webhook_id = d.webhook_id"
                     "  LEFT JOIN busy_webhook bw ON bw.webhook_id = d.webhook_id"
                     "  LEFT JOIN busy_store bs ON bs.store_id = d.store_id"
+                    # (An anti-join, not NOT EXISTS: hashed, not a loop per candidate.)
+                    "  LEFT JOIN busy_entity be ON be.webhook_id = d.webhook_id"
+                    "   AND be.entity_id = d.entity_id"
                     "  WHERE d.due_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?)"
+                    "  AND be.webhook_id IS NULL"
                     f"  {where_partition}"
                     "  AND (h.open_until IS NULL OR h.open_until <= ?)"
                     "  AND COALESCE(bw.n, 0) < CASE WHEN h.open_until IS NULL THEN ? ELSE 1 END"
-                    "  AND COALESCE(bs.n, 0) < ?"
-                    "  AND NOT EXISTS (SELECT 1 FROM busy b WHERE b.webhook_id = d.webhook_id"
-                    "   AND b.entity_id = d.entity_id)),"
+                    "  AND COALESCE(bs.n, 0) < ?),"
                     " chosen AS (SELECT delivery_id FROM candidates"
                     "  WHERE w_rank + w_busy <= cap AND s_rank + s_busy <= ?"
                     "  AND (entity_id IS NULL OR e_rank = 1)"
