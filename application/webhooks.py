@@ -85,7 +85,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
     # Stores and keys -----------------------------------------------------------------
 
     def create_store(self, name: str, actor: Actor) -> JSON:
-        store = Store(name, actor)
+        store = Store.open(name, actor)
         self.save(store)
         return {"storeId": str(store.id), "name": store.name}
 
@@ -94,7 +94,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         self._store(store_id)
         key_id = secrets.token_hex(8)
         api_key = f"{_KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-        key = ApiKey(key_id, store_id, hash_api_key(api_key), principal, actor)
+        key = ApiKey.issue(key_id, store_id, hash_api_key(api_key), principal, actor)
         self.save(key)
         return {
             "keyId": key_id,

@@ -12,7 +12,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidTransition, InvalidValue
-from domain.values import Actor
+from domain.values import Actor, check_email, check_text
 
 _KEY_NAMESPACE = uuid5(NAMESPACE_URL, "https://webround.example/api-keys")
 
@@ -23,6 +23,12 @@ class Store(Aggregate):
     The index only grows (a deleted webhook stays in it and is skipped when listing), so
     a list cursor pointing at a webhook deleted meanwhile still has its place.
     """
+
+    @classmethod
+    def open(cls, name: str, actor: Actor) -> Store:
+        """A new store; its name is text for people (checked here, not when its event is
+        applied, so stores recorded before the rule still load)."""
+        return cls(check_text("name", name), actor)
 
     @event("Created")
     def __init__(self, name: str, actor: Actor) -> None:
@@ -53,10 +59,20 @@ class ApiKey(Aggregate):
         self.principal = principal
         self.revoked = False
 
+    @classmethod
+    def issue(
+        cls, key_id: str, store_id: UUID, key_hash: str, principal: str | None, actor: Actor
+    ) -> ApiKey:
+        """A new key; the person it acts for, if any, is an email address."""
+        if principal is not None:
+            check_email(principal, "email")
+        return cls(key_id, store_id, key_hash, principal, actor)
+
     @property
     def acts_as(self) -> Actor:
         """The actor of commands made with this key: its person, or the system."""
-        return Actor.person(self.principal) if self.principal else Actor.system()
+        # The constructor, not `Actor.person`: a stored key is not new input.
+        return Actor("person", self.principal) if self.principal else Actor.system()
 
     def revoke(self, actor: Actor) -> None:
         if self.revoked:

@@ -6,11 +6,49 @@ an amount with the wrong number of decimals or a currency that does not exist.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 from domain.errors import InvalidValue
+
+# Text for people (names, emails, reasons, descriptions, addresses, codes) never holds a
+# control character (Unicode category Cc: C0, DEL and C1) or a lone surrogate: they make
+# nothing readable, some stores refuse them (PostgreSQL text cannot hold U+0000) and
+# terminals obey them. Descriptions and reasons may run over several lines: tab, line
+# feed and carriage return are allowed there, and only there. One definition, written in
+# the regular expression syntax JSON Schema and Python share, so the API's published
+# patterns (infrastructure/api/schemas.py) are these very classes. Surrogates are left
+# out of the published patterns: without the `u` flag an ECMAScript class would match
+# the halves of every emoji; the API refuses them while reading the body.
+_CONTROLS = "\\u0000-\\u001f\\u007f-\\u009f"
+_CONTROLS_BUT_LINE_BREAKS = "\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f"
+_SURROGATES = "\\ud800-\\udfff"
+TEXT_PATTERN = f"^[^{_CONTROLS}]*$"
+MULTILINE_TEXT_PATTERN = f"^[^{_CONTROLS_BUT_LINE_BREAKS}]*$"
+_FORBIDDEN = re.compile(f"[{_CONTROLS}{_SURROGATES}]")
+_FORBIDDEN_MULTILINE = re.compile(f"[{_CONTROLS_BUT_LINE_BREAKS}{_SURROGATES}]")
+
+
+def text_problem(text: str, *, multiline: bool = False) -> str | None:
+    """Why ``text`` is no text for people, or None when it is."""
+    found = (_FORBIDDEN_MULTILINE if multiline else _FORBIDDEN).search(text)
+    if found is None:
+        return None
+    code = ord(found.group())
+    what = "a lone surrogate" if 0xD800 <= code <= 0xDFFF else "a control character"
+    allowed = " (tab and line breaks are allowed)" if multiline else ""
+    return f"must not contain {what}{allowed}: U+{code:04X} at position {found.start() + 1}"
+
+
+def check_text(field: str, text: str, *, multiline: bool = False) -> str:
+    """``text`` if it is text for people (see above), else `InvalidValue` naming ``field``."""
+    problem = text_problem(text, multiline=multiline)
+    if problem is not None:
+        raise InvalidValue(field, problem)
+    return text
+
 
 # Active ISO 4217 codes. Minor units are 2 except where _MINOR_UNITS says otherwise.
 CURRENCIES: frozenset[str] = frozenset(
@@ -42,6 +80,11 @@ MAX_AMOUNT = Decimal("1e15")
 
 
 def check_email(email: str, field: str = "email") -> str:
+    """An email address given as input: text for people, shaped like an address."""
+    return _check_email_shape(check_text(field, email), field)
+
+
+def _check_email_shape(email: str, field: str) -> str:
     local, at, domain = email.partition("@")
     if not at or not local or "." not in domain or len(email) > 254 or email != email.strip():
         raise InvalidValue(field, f"{email!r} is not an email address")
@@ -141,11 +184,14 @@ class Actor:
         if (self.kind == "person") != (self.email is not None):
             raise InvalidValue("initiatedBy", "only a person has an email")
         if self.email is not None:
-            check_email(self.email, "initiatedBy")
+            # The shape only: actors are rebuilt from stored events, which keep what was
+            # accepted when they were recorded. New input goes through `person`.
+            _check_email_shape(self.email, "initiatedBy")
 
     @classmethod
     def person(cls, email: str) -> Actor:
-        return cls("person", email)
+        """A person named by new input: their email must be text for people too."""
+        return cls("person", check_email(email, "initiatedBy"))
 
     @classmethod
     def system(cls) -> Actor:
@@ -175,6 +221,15 @@ class Address:
             or not self.country.isupper()
         ):
             raise InvalidValue("country", "must be an ISO 3166-1 alpha-2 code such as 'DE'")
+
+    def check_text(self) -> Address:
+        """This address, if every line of it is text for people (new input; stored
+        addresses are not checked again)."""
+        for name in ("line1", "line2", "city", "postal_code"):
+            value = getattr(self, name)
+            if value is not None:
+                check_text(_camel(name), value)
+        return self
 
 
 def _camel(name: str) -> str:

@@ -15,7 +15,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidTransition, InvalidValue
 from domain.event_types import EVENT_CLASSES
-from domain.values import Actor
+from domain.values import Actor, check_text
 
 TIMEOUT_RANGE = (1, 30)
 DEFAULT_TIMEOUT_SECONDS = 15
@@ -58,6 +58,7 @@ def check_header_names(names: list[str]) -> list[str]:
 
 
 def check_description(text: str) -> str:
+    check_text("description", text, multiline=True)
     if len(text) > 1000:
         raise InvalidValue("description", "must be at most 1000 characters")
     return text
@@ -199,6 +200,7 @@ class Webhook(Aggregate):
         return self.enabled_at or self.created_on
 
     def disable(self, reason: str, actor: Actor) -> None:
+        check_text("disabledReason", reason, multiline=True)
         self._check_not_deleted()
         if self.enabled:
             self._disabled(reason=reason, actor=actor)

@@ -9,9 +9,11 @@ handler in a worker thread (our applications are synchronous), answer JSON or a 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+import re
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -27,7 +29,7 @@ from starlette.routing import Route
 from application.errors import ConcurrentChange, InvalidRequest, NotFound, Unauthenticated
 from application.idempotency import AlreadyAnswered, Answer, KeyedCommand, KeyRecord, keyed
 from application.webhooks import Principal
-from domain.values import Actor
+from domain.values import MULTILINE_TEXT_PATTERN, TEXT_PATTERN, Actor, text_problem
 from infrastructure.api.problems import ApiProblem, problem_for
 from infrastructure.bootstrap import Services
 from infrastructure.idempotency import MAX_KEY_LENGTH, fingerprint, sealing_context
@@ -43,7 +45,33 @@ NO_STORE = {"Cache-Control": "no-store"}
 _STRICT_INTEGERS = Draft202012Validator.TYPE_CHECKER.redefine(
     "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
 )
-Validator = validators.extend(Draft202012Validator, type_checker=_STRICT_INTEGERS)
+
+
+def _ecma_pattern(
+    validator: Any, pattern: str, instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    r"""`pattern` as JSON Schema means it (ECMA 262), not as Python's `re` reads it: a
+    closing `$` is the end of the string — Python's also matches before a final line
+    feed, which let "value\n" through `^[^\n]*$` — and `\d`, `\w` are ASCII."""
+    if isinstance(instance, str) and not _compiled(pattern).search(instance):
+        if pattern in _TEXT_PATTERNS:
+            problem = text_problem(instance, multiline=pattern == MULTILINE_TEXT_PATTERN)
+            yield ValidationError(problem or "must be text without control characters")
+        else:
+            yield ValidationError(f"does not match {pattern!r}")
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + "\\Z"
+    return re.compile(pattern, re.ASCII)
+
+
+_TEXT_PATTERNS = frozenset({TEXT_PATTERN, MULTILINE_TEXT_PATTERN})
+Validator = validators.extend(
+    Draft202012Validator, validators={"pattern": _ecma_pattern}, type_checker=_STRICT_INTEGERS
+)
 
 
 @dataclass(frozen=True)
@@ -113,6 +141,7 @@ class Endpoint:
         services: Services = request.app.state.services
         principal = await run_in_threadpool(authenticate, services, request)
         path = {name: str(request.path_params[name]) for name in self.path_ids}
+        _check_query(request)
         ids = {name: _uuid(value) for name, value in path.items() if name == "id"}
         raw = await read_body(request)
         body = self._validate(raw)
@@ -288,13 +317,49 @@ def _parse(raw: bytes) -> Any:
         raise ApiProblem(400, f"the request body is not valid JSON: {error}") from None
     except RecursionError:
         raise ApiProblem(400, "the request body is nested too deeply") from None
-    try:
-        # A lone surrogate ("\ud800") is valid JSON but no Unicode text: refuse it here
-        # rather than fail when the event is stored.
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiProblem(400, "the request body holds an invalid Unicode escape") from None
+    # A lone surrogate ("\ud800") is valid JSON but no Unicode text: refuse it here,
+    # naming where it is, rather than fail when the event is stored.
+    where = _surrogate_in(body, "")
+    if where is not None:
+        field_ = where.lstrip(".") or "body"
+        message = "must not contain a lone surrogate (an unpaired \\ud800-\\udfff escape)"
+        raise ApiProblem(
+            422, "the request body has invalid fields", [{"field": field_, "message": message}]
+        )
     return body
+
+
+def _surrogate_in(value: Any, path: str) -> str | None:
+    """The path of the first string (or property name) holding a lone surrogate."""
+    if isinstance(value, str):
+        return path if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _SURROGATE.search(key):
+                return f"{path}.{key.encode('utf-8', 'replace').decode()}"
+            found = _surrogate_in(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _surrogate_in(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+_SURROGATE = re.compile("[\\ud800-\\udfff]")
+
+
+def _check_query(request: Request) -> None:
+    """Query parameters are filters and cursors: none of them holds a control character
+    (a NUL would reach PostgreSQL, which cannot compare text with it)."""
+    for name, value in request.query_params.multi_items():
+        problem = text_problem(value)
+        if problem is not None:
+            raise ApiProblem(
+                422, "a query parameter is invalid", [{"field": name, "message": problem}]
+            )
 
 
 def _refuse_constant(name: str) -> Any:

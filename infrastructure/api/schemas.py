@@ -10,8 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from application.catalog import ENTITY_SCHEMAS, ID, TIMESTAMP
+from domain.order import OrderStatus
+from domain.values import MULTILINE_TEXT_PATTERN, TEXT_PATTERN
 
 Schema = dict[str, Any]
+
+# Text for people holds no control characters (domain.values: the one rule); free text
+# that may run over several lines (descriptions, reasons) also takes tab and line breaks.
+SINGLE_LINE: Schema = {"type": "string", "pattern": TEXT_PATTERN}
+MULTILINE: Schema = {"type": "string", "pattern": MULTILINE_TEXT_PATTERN}
 
 AMOUNT: Schema = {
     "type": "string",
@@ -20,17 +27,20 @@ AMOUNT: Schema = {
     "examples": ["19.90"],
 }
 CURRENCY: Schema = {"type": "string", "pattern": "^[A-Z]{3}$", "examples": ["EUR"]}
-TEXT: Schema = {"type": "string", "minLength": 1, "maxLength": 1000}
-OPTIONAL_TEXT: Schema = {"type": ["string", "null"], "maxLength": 1000}
+TEXT: Schema = {**SINGLE_LINE, "minLength": 1, "maxLength": 1000}
+OPTIONAL_TEXT: Schema = {**SINGLE_LINE, "type": ["string", "null"], "maxLength": 1000}
+OPTIONAL_FREE_TEXT: Schema = {**MULTILINE, "type": ["string", "null"], "maxLength": 1000}
 EMAIL: Schema = {
-    "type": "string",
+    **SINGLE_LINE,
     "format": "email",
     "maxLength": 254,
     "examples": ["ann@example.com"],
 }
 INITIATED_BY: Schema = {
+    **SINGLE_LINE,
     "type": ["string", "null"],
     "format": "email",
+    "maxLength": 254,
     "description": "Who caused this command, for system keys acting for a person: an "
     "email, or null for the system. Keys that act for a person always record that person.",
 }
@@ -60,26 +70,26 @@ ADDRESS = body(
         "line1": TEXT,
         "line2": OPTIONAL_TEXT,
         "city": TEXT,
-        "postalCode": {"type": "string", "minLength": 1, "maxLength": 20},
+        "postalCode": {**SINGLE_LINE, "minLength": 1, "maxLength": 20},
         "country": {"type": "string", "pattern": "^[A-Z]{2}$", "examples": ["DE"]},
     },
     ("line1", "city", "postalCode", "country"),
 )
-PRODUCT_CREATE = body({"name": TEXT, "description": OPTIONAL_TEXT}, ("name",))
-PRODUCT_UPDATE = body({"name": TEXT, "description": OPTIONAL_TEXT}, minProperties=1)
+PRODUCT_CREATE = body({"name": TEXT, "description": OPTIONAL_FREE_TEXT}, ("name",))
+PRODUCT_UPDATE = body({"name": TEXT, "description": OPTIONAL_FREE_TEXT}, minProperties=1)
 ATTRIBUTES: Schema = {
     "type": "object",
     "minProperties": 1,
     "maxProperties": 50,
-    "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 200},
-    "propertyNames": {"minLength": 1, "maxLength": 100},
+    "additionalProperties": {**SINGLE_LINE, "minLength": 1, "maxLength": 200},
+    "propertyNames": {**SINGLE_LINE, "minLength": 1, "maxLength": 100},
     "examples": [{"color": "red", "size": "M"}],
 }
 VARIANT = body({"attributes": ATTRIBUTES}, ("attributes",))
 PRICE = body({"amount": AMOUNT, "currency": CURRENCY}, ("amount", "currency"))
 SKU_CREATE = body(
     {
-        "code": {"type": "string", "minLength": 1, "maxLength": 100},
+        "code": {**SINGLE_LINE, "minLength": 1, "maxLength": 100},
         "price": {
             "type": "object",
             "properties": {"amount": AMOUNT, "currency": CURRENCY},
@@ -118,9 +128,11 @@ ORDER_CREATE = body(
     },
     ("customerId", "currency", "lines"),
 )
-ORDER_STATUS = body({"status": {"type": "string", "minLength": 1}}, ("status",))
+ORDER_STATUS = body(
+    {"status": {"type": "string", "enum": [status.value for status in OrderStatus]}}, ("status",)
+)
 PAYMENT = body({"amount": AMOUNT}, ("amount",))
-REFUND = body({"amount": AMOUNT, "reason": OPTIONAL_TEXT}, ("amount",))
+REFUND = body({"amount": AMOUNT, "reason": OPTIONAL_FREE_TEXT}, ("amount",))
 SUBSCRIPTION_CREATE = body(
     {
         "customerId": {"type": "string", "format": "uuid"},
@@ -129,10 +141,10 @@ SUBSCRIPTION_CREATE = body(
     },
     ("customerId", "skuId", "interval"),
 )
-PAYMENT_FAILURE = body({"reason": OPTIONAL_TEXT})
+PAYMENT_FAILURE = body({"reason": OPTIONAL_FREE_TEXT})
 
 URL: Schema = {
-    "type": "string",
+    **SINGLE_LINE,
     "minLength": 1,
     "maxLength": 2048,
     "examples": ["https://shop.example/hooks"],
@@ -163,7 +175,7 @@ RATE_LIMIT: Schema = {
 _WEBHOOK_FIELDS: dict[str, Schema] = {
     "url": URL,
     "eventTypes": EVENT_TYPES,
-    "description": {"type": "string", "maxLength": 1000},
+    "description": {**MULTILINE, "maxLength": 1000},
     "headers": HEADERS,
     "timeoutSeconds": TIMEOUT,
     "rateLimit": RATE_LIMIT,
@@ -171,7 +183,7 @@ _WEBHOOK_FIELDS: dict[str, Schema] = {
 }
 WEBHOOK_CREATE = body(_WEBHOOK_FIELDS, ("url", "eventTypes"))
 WEBHOOK_UPDATE = body(
-    {**_WEBHOOK_FIELDS, "disabledReason": {"type": "string", "minLength": 1, "maxLength": 500}},
+    {**_WEBHOOK_FIELDS, "disabledReason": {**MULTILINE, "minLength": 1, "maxLength": 500}},
     minProperties=1,
 )
 ROTATE = body(
