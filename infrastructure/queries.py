@@ -690,6 +690,7 @@ def _attempt(row: JSON) -> JSON:
         "detail": row["detail"],
         "responseHeaders": json.loads(row["response_headers"] or "{}"),
         "responseBody": row["response_body"] or "",
+        "responseBodyEncoding": row["response_body_encoding"] or "text",
         "nextAttemptAt": row["next_attempt_at"],
         "outcome": row["outcome"],
     }

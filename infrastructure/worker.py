@@ -216,6 +216,7 @@ class DeliveryWorker:
                 response_headers=outcome.response_headers,
                 response_body=outcome.response_body,
                 retry_after=outcome.retry_after_seconds,
+                response_body_encoding=outcome.response_body_encoding,
             )
         )
         _log_outcome(message, outcome)

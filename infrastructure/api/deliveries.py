@@ -87,7 +87,14 @@ ATTEMPT: s.Schema = {
         },
         "responseBody": {
             "type": "string",
-            "description": "The first 16 KiB of the response body.",
+            "description": "The first 16 KiB of the response body: its text, or base64 "
+            "of its bytes when `responseBodyEncoding` is `base64`.",
+        },
+        "responseBodyEncoding": {
+            "type": "string",
+            "enum": ["text", "base64"],
+            "description": "`text` when the excerpt is UTF-8 without NUL; `base64` when "
+            "it is not (a gzip or binary answer, a NUL byte): base64 of the exact bytes.",
         },
         "nextAttemptAt": {
             **NULLABLE_TIMESTAMP,
@@ -104,6 +111,7 @@ ATTEMPT: s.Schema = {
         "detail",
         "responseHeaders",
         "responseBody",
+        "responseBodyEncoding",
         "nextAttemptAt",
         "outcome",
     ],
