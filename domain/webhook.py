@@ -6,6 +6,7 @@ infrastructure under the master key); the domain never sees them in clear.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,9 @@ from domain.values import Actor, check_text
 
 TIMEOUT_RANGE = (1, 30)
 DEFAULT_TIMEOUT_SECONDS = 15
+# Deliveries per second: at least one every 100 s (a slower rate spaces deliveries beyond
+# what any schedule means — and 1/rate overflowed time arithmetic), at most 10,000.
+RATE_LIMIT_RANGE = (0.01, 10_000.0)
 # Headers a merchant may not set: transport framing, and the ones we sign or own.
 RESERVED_HEADERS = frozenset(
     {"host", "content-type", "content-length", "transfer-encoding", "connection", "user-agent"}
@@ -72,8 +76,11 @@ def check_timeout(seconds: int) -> int:
 
 
 def check_rate_limit(rate: float | None) -> float | None:
-    if rate is not None and rate <= 0:
-        raise InvalidValue("rateLimit", "must be a positive number of deliveries per second")
+    low, high = RATE_LIMIT_RANGE
+    if rate is not None and not (math.isfinite(rate) and low <= rate <= high):
+        raise InvalidValue(
+            "rateLimit", f"must be {low:g} to {high:g} deliveries per second (or null: no limit)"
+        )
     return rate
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from application.catalog import ENTITY_SCHEMAS, ID, TIMESTAMP
 from domain.order import OrderStatus
 from domain.values import MULTILINE_TEXT_PATTERN, TEXT_PATTERN
+from domain.webhook import RATE_LIMIT_RANGE
 
 Schema = dict[str, Any]
 
@@ -168,9 +169,10 @@ HEADERS: Schema = {
 TIMEOUT: Schema = {"type": "integer", "minimum": 1, "maximum": 30, "default": 15}
 RATE_LIMIT: Schema = {
     "type": ["number", "null"],
-    "exclusiveMinimum": 0,
-    "maximum": 10_000,
-    "description": "At most this many deliveries per second to this webhook.",
+    "minimum": RATE_LIMIT_RANGE[0],
+    "maximum": RATE_LIMIT_RANGE[1],
+    "description": "At most this many deliveries per second to this webhook (0.01: one "
+    "every 100 s); null: no limit.",
 }
 _WEBHOOK_FIELDS: dict[str, Schema] = {
     "url": URL,

@@ -649,13 +649,26 @@ async def test_timeouts_outside_1_to_30_seconds_are_refused(api: Api, timeout: o
     assert (await get(api, existing)).json()["timeoutSeconds"] == 15
 
 
-@pytest.mark.parametrize("rate", [0, -1, "2", 10_001])
+@pytest.mark.parametrize("rate", [0, -1, "2", 10_001, 1e-300, 5e-324, 0.009])
 async def test_bad_rate_limits_are_refused(api: Api, rate: object) -> None:
-    # When a webhook is registered with a rate limit that is not a positive number
-    response = await create(api, rateLimit=rate)
+    # When a webhook is registered, or changed, with a rate limit outside 0.01 to 10,000
+    # deliveries a second (1e-300 used to abort dispatcher passes: 1/rate overflows)
+    existing = (await created(api))["id"]
+    on_create = await create(api, rateLimit=rate)
+    on_change = await patch(api, existing, {"rateLimit": rate})
 
-    # Then it is a 422 naming rateLimit
-    assert_invalid(response, "rateLimit")
+    # Then each is a 422 naming rateLimit
+    for response in (on_create, on_change):
+        assert_invalid(response, "rateLimit")
+
+
+@pytest.mark.parametrize("rate", [0.01, 10_000])
+async def test_rate_limits_at_the_bounds_are_accepted(api: Api, rate: float) -> None:
+    # When a webhook is registered with the slowest or the fastest rate there is
+    body = await created(api, rateLimit=rate)
+
+    # Then it keeps it
+    assert body["rateLimit"] == rate
 
 
 async def test_unknown_fields_and_a_missing_url_are_refused(api: Api) -> None:
