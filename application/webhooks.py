@@ -20,7 +20,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import JSONTranscoder, ProcessRecorder
 
 from application.contention import Contention
-from application.errors import InvalidRequest, NotFound, Unauthenticated
+from application.errors import InvalidRequest, NotFound, Unauthenticated, WebhookLimitReached
 from application.idempotency import KeyedSaves
 from application.ports import SecretKeeper, TargetPolicy
 from application.recorded import NotifiesOnRecord
@@ -63,6 +63,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         keeper: SecretKeeper,
         clock: Callable[[], datetime] | None = None,
         contention: Contention | None = None,
+        max_webhooks: int | None = None,
     ) -> None:
         super().__init__(env)
         self.targets = targets
@@ -72,6 +73,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         # Called with a webhook enabled again, after it is saved: its record of failures
         # (the circuit breaker's) starts afresh at once (set by the composition root).
         self.forgive: Callable[[UUID], None] = lambda webhook_id: None
+        self.max_webhooks = max_webhooks  # per store; None: no limit
 
     def construct_recorder(self) -> ProcessRecorder:
         # A process application: the webhook policies follow the dispatch log into it
@@ -164,6 +166,9 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
             )
             result = {**webhook_view(webhook), "secret": secret}
             store = self._store(store_id)
+            # Counted on the store version this save will be checked against: two
+            # creations at once cannot both take the last place.
+            self._check_room(store)
             store.add_webhook(webhook.id)  # the store lists its webhooks: it is written too
             self.save_answering(store, webhook, result=result)
             return result
@@ -325,6 +330,20 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
             return result
 
         return self.contention.run([webhook_id], attempt, f"webhook {webhook_id}")
+
+    def _check_room(self, store: Store) -> None:
+        if self.max_webhooks is None or len(store.webhook_ids) < self.max_webhooks:
+            return  # fewer ids than the limit, deleted ones included: room for sure
+        live = sum(1 for webhook_id in store.webhook_ids if not self._deleted(webhook_id))
+        if live >= self.max_webhooks:
+            raise WebhookLimitReached(
+                f"store {store.id} has {live} webhooks, the most this installation allows "
+                f"(WEBROUND_MAX_WEBHOOKS_PER_STORE={self.max_webhooks}); delete one first"
+            )
+
+    def _deleted(self, webhook_id: UUID) -> bool:
+        webhook: Webhook = self.repository.get(webhook_id)
+        return webhook.deleted
 
 
 def webhook_view(webhook: Webhook) -> JSON:

@@ -169,6 +169,13 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "WEBROUND_MAX_WEBHOOKS_PER_STORE",
+        "50",
+        "The most webhooks one store may have at once (deleted ones do not count); one "
+        "more is refused with a 409, so no tenant can fill the dispatcher with endpoints.",
+        _positive_int,
+    ),
+    Setting(
         "WEBROUND_AUTO_DISABLE_AFTER",
         "432000",
         "Seconds of failed deliveries without a single success after which a webhook is "
@@ -260,6 +267,7 @@ class Settings:
     worker_threads: int = 32
     webhook_concurrency: int = 16
     store_concurrency: int = 16
+    max_webhooks_per_store: int = 50
     auto_disable_after: float = 432000.0
     lease_seconds: float = 60.0
     partitions: int = 32

@@ -1089,3 +1089,49 @@ async def test_an_allow_listed_loopback_target_is_accepted(
         )
         assert refused.status_code == 422, (url, refused.text)
         assert why in refused.json()["detail"], (url, refused.json())
+
+
+# A store's webhooks are capped (issue #12, item 3) ---------------------------------------
+
+
+@pytest.fixture
+async def capped_api(
+    settings: Settings,
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str], dict[str, str]]]:
+    """The app with WEBROUND_MAX_WEBHOOKS_PER_STORE=2, and the keys of two stores."""
+    services = build(dataclasses.replace(settings, max_webhooks_per_store=2))
+    keys = []
+    for name in ("Busy shop", "Quiet shop"):
+        store = services.webhooks.create_store(name, Actor.system())
+        key = services.webhooks.create_api_key(UUID(store["storeId"]), None, Actor.system())
+        keys.append({"authorization": f"Bearer {key['apiKey']}"})
+    transport = httpx.ASGITransport(app=create_app(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client, keys[0], keys[1]
+    services.close()
+
+
+async def test_a_store_cannot_have_more_webhooks_than_the_setting_allows(
+    capped_api: tuple[httpx.AsyncClient, dict[str, str], dict[str, str]],
+) -> None:
+    client, busy, quiet = capped_api
+    body = {"url": URL, "eventTypes": ["*"]}
+    # Given a store at the limit of two webhooks
+    first, second = [await client.post("/v1/webhooks", json=body, headers=busy) for _ in "ab"]
+    assert (first.status_code, second.status_code) == (201, 201)
+
+    # When it registers a third
+    third = await client.post("/v1/webhooks", json=body, headers=busy)
+
+    # Then it is a 409 problem naming the setting, and nothing is registered
+    assert third.status_code == 409, third.text
+    assert third.headers["content-type"].startswith(PROBLEM)
+    assert "WEBROUND_MAX_WEBHOOKS_PER_STORE=2" in third.json()["detail"]
+    listed = (await client.get("/v1/webhooks", headers=busy)).json()["data"]
+    assert len(listed) == 2
+    # And another store is not limited by it
+    assert (await client.post("/v1/webhooks", json=body, headers=quiet)).status_code == 201
+    # And once one is deleted, there is room again
+    deleted = await client.delete(f"/v1/webhooks/{first.json()['id']}", headers=busy)
+    assert deleted.status_code == 204
+    assert (await client.post("/v1/webhooks", json=body, headers=busy)).status_code == 201
