@@ -76,8 +76,11 @@ ATTEMPT: s.Schema = {
         "statusCode": {"type": ["integer", "null"], "description": "null: no HTTP answer"},
         "error": {
             "type": ["string", "null"],
-            "description": "The error class when there was no HTTP answer (timeout, "
-            "connection, tls, redirect, …).",
+            "description": "The error class when there was no usable HTTP answer: "
+            "`unsafe_target`, `dns_error`, `invalid_request`, `connect_error`, `tls_error`, "
+            "`timeout`, `protocol_error`, `redirect`, `webhook_deleted`, "
+            "`secret_unavailable` (the worker's master key cannot open the webhook's "
+            "secret: nothing was sent).",
         },
         "detail": {"type": ["string", "null"]},
         "responseHeaders": {
