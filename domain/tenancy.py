@@ -42,6 +42,23 @@ class Store(Aggregate):
         self.webhook_ids.append(webhook_id)
 
 
+class MasterKeyCheck(Aggregate):
+    """The installation's key check value: a known text sealed under its master key by
+    the first process that started. Every later process opens it at start, and so knows
+    whether its key is the one the stored secrets are sealed under (ADR 0021)."""
+
+    @staticmethod
+    def create_id(sealed: str) -> UUID:
+        return MASTER_KEY_CHECK_ID  # one per installation
+
+    @event("Created")
+    def __init__(self, sealed: str) -> None:
+        self.sealed = sealed
+
+
+MASTER_KEY_CHECK_ID = uuid5(_KEY_NAMESPACE, "master-key-check")
+
+
 class ApiKey(Aggregate):
     """One API key of a store: its hash, and the person it acts for (or none: a system)."""
 

@@ -70,9 +70,9 @@ def register(commands: Any) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from infrastructure.bootstrap import build
+    from infrastructure.startup import open_services
 
-    services = build(settings)
+    services = open_services(settings)
     try:
         catch_up(services)
         entries, more = entries_for(Queries(services.read_models), args)

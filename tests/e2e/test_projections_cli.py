@@ -36,6 +36,7 @@ from infrastructure.bootstrap import (
     start_worker,
 )
 from infrastructure.settings import Settings
+from infrastructure.startup import check_master_key
 from projections.readmodels import READ_MODELS
 from tests.e2e.conftest import FAST_RETRIES, LOOPBACK, Pipeline, wait_until
 from tests.e2e.test_dispatch import drive_every_event_type
@@ -72,6 +73,9 @@ def environment(settings: Settings) -> dict[str, str]:
     env["WEBROUND_DATA_DIR"] = str(settings.data_dir)
     if settings.database_url is not None:
         env["WEBROUND_DATABASE_URL"] = settings.database_url
+        # Production roles are given the installation's key: the one the in-process
+        # services generated in the data directory.
+        env["WEBROUND_MASTER_KEY_FILE"] = str(settings.data_dir / "master.key")
     return env
 
 
@@ -102,6 +106,7 @@ def running(cli_settings: Settings) -> Iterator[tuple[Services, Receiver]]:
     with Receiver() as receiver:
         services = build(cli_settings, jitter=lambda: 0.5)
         try:
+            check_master_key(services)  # as the installation's first `webround` role does
             queue = open_queue(services)
             start_worker(services, queue)
             start_dispatcher(services, queue)

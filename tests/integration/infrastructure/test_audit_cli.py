@@ -42,6 +42,9 @@ def services(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Se
     if settings.database_url:
         monkeypatch.setenv("WEBROUND_DATABASE_URL", settings.database_url)
     built = build(settings, jitter=lambda: 0.5)
+    if settings.database_url:
+        # Production roles are given the installation's key (here: the one just made).
+        monkeypatch.setenv("WEBROUND_MASTER_KEY_FILE", str(settings.data_dir / "master.key"))
     yield built
     built.close()
 
