@@ -109,9 +109,11 @@ def _range(call: Call) -> tuple[datetime, datetime | None]:
 
 def page_limit(call: Call, default: int = 50) -> int:
     raw = call.query.get("limit", str(default))
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 200:
+    # Length first: int() of thousands of digits raises (Python's conversion limit).
+    digits = raw.lstrip("0") if raw.isascii() and raw.isdigit() else None
+    if digits is None or len(digits) > 3 or not 1 <= int(digits or "0") <= 200:
         raise InvalidRequest("must be a whole number from 1 to 200", field="limit")
-    return int(raw)
+    return int(digits)
 
 
 def encode_cursor(last: UUID) -> str:

@@ -592,7 +592,8 @@ def _notice(visit: Visit) -> str | None:
     if name not in COUNTED:
         return NOTICES.get(name)
     count = visit.request.query_params.get("count", "")
-    if not (count.isascii() and count.isdigit()):
+    # At most 9 digits: a count is what one form did, and int() of thousands raises.
+    if not (count.isascii() and count.isdigit() and len(count) <= 9):
         return None
     none, one, many = COUNTED[name]
     return none if int(count) == 0 else one if int(count) == 1 else many.format(count=int(count))
