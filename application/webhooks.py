@@ -28,7 +28,7 @@ from application.transcodings import register_store_transcodings
 from application.views import timestamp
 from domain.tenancy import ApiKey, Store
 from domain.values import Actor
-from domain.webhook import Webhook
+from domain.webhook import Webhook, check_headers
 
 JSON = dict[str, Any]
 R = TypeVar("R")  # what a command on a webhook answers: its JSON, or None
@@ -144,7 +144,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         self.targets.check_url(url)
         webhook_id = uuid4()
         secret, sealed_secret = self.keeper.new_secret(webhook_id)
-        headers = headers or {}
+        headers = check_headers(headers or {})
         sealed_headers = self.keeper.seal_headers(webhook_id, headers) if headers else None
 
         def register() -> JSON:
@@ -222,7 +222,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         if "url" in fields:
             self.targets.check_url(fields["url"])
         if "headers" in fields:
-            headers = fields.pop("headers") or {}
+            headers = check_headers(fields.pop("headers") or {})
             fields["header_names"] = list(headers)
             fields["sealed_headers"] = (
                 self.keeper.seal_headers(webhook_id, headers) if headers else None

@@ -7,6 +7,7 @@ infrastructure under the master key); the domain never sees them in clear.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,11 +24,37 @@ DEFAULT_TIMEOUT_SECONDS = 15
 # Deliveries per second: at least one every 100 s (a slower rate spaces deliveries beyond
 # what any schedule means — and 1/rate overflowed time arithmetic), at most 10,000.
 RATE_LIMIT_RANGE = (0.01, 10_000.0)
-# Headers a merchant may not set: transport framing, and the ones we sign or own.
+# Headers a merchant may not set: transport framing and hop-by-hop headers (the sender
+# sets or drops them), and the ones we sign or own. `accept-encoding` is ours: answers are
+# asked for uncompressed, so no decompression bomb reaches a worker.
 RESERVED_HEADERS = frozenset(
-    {"host", "content-type", "content-length", "transfer-encoding", "connection", "user-agent"}
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "user-agent",
+        "accept-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+        "expect",
+    }
 )
 RESERVED_HEADER_PREFIXES = ("webhook-", "webround-")
+# What an HTTP/1.1 request can carry, exactly (RFC 9110 §5.1, §5.5): a name is a token;
+# a value is visible ASCII, with spaces or tabs only between visible characters — no
+# line break, NUL or other control character, no leading or trailing white space, no
+# byte beyond ASCII (the sender writes headers as ASCII). Written in the syntax JSON
+# Schema and Python share: the API publishes these very patterns.
+HEADER_NAME_PATTERN = "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$"
+HEADER_VALUE_PATTERN = "^([!-~]+([ \\t]+[!-~]+)*)?$"
+MAX_HEADER_VALUE = 2000
+_HEADER_NAME = re.compile(HEADER_NAME_PATTERN.removesuffix("$") + "\\Z")
+_HEADER_VALUE = re.compile(HEADER_VALUE_PATTERN.removesuffix("$") + "\\Z")
 
 
 def check_event_types(patterns: list[str]) -> list[str]:
@@ -52,13 +79,34 @@ def matches(patterns: list[str], event_type: str) -> bool:
 
 
 def check_header_names(names: list[str]) -> list[str]:
+    seen: set[str] = set()
     for name in names:
         lowered = name.lower()
+        if not _HEADER_NAME.match(name):
+            raise InvalidValue("headers", f"{name!r} is not an HTTP header name")
         if lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIXES):
             raise InvalidValue(
                 "headers", f"the header {name!r} is set by us and cannot be overridden"
             )
+        if lowered in seen:
+            raise InvalidValue("headers", f"the header {name!r} is given twice")
+        seen.add(lowered)
     return sorted(names, key=str.lower)
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Custom headers exactly as the sender can send them (see above); checked before
+    their values are sealed, so the aggregate never sees them."""
+    check_header_names(list(headers))
+    for name, value in headers.items():
+        if len(value) > MAX_HEADER_VALUE or not _HEADER_VALUE.match(value):
+            raise InvalidValue(
+                f"headers.{name}",
+                "a header value is visible ASCII characters, with spaces or tabs only "
+                f"between them, at most {MAX_HEADER_VALUE} characters: no line break, no "
+                "control character, no leading or trailing space, nothing beyond ASCII",
+            )
+    return headers
 
 
 def check_description(text: str) -> str:

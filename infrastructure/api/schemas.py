@@ -12,7 +12,12 @@ from typing import Any
 from application.catalog import ENTITY_SCHEMAS, ID, TIMESTAMP
 from domain.order import OrderStatus
 from domain.values import MULTILINE_TEXT_PATTERN, TEXT_PATTERN
-from domain.webhook import RATE_LIMIT_RANGE
+from domain.webhook import (
+    HEADER_NAME_PATTERN,
+    HEADER_VALUE_PATTERN,
+    MAX_HEADER_VALUE,
+    RATE_LIMIT_RANGE,
+)
 
 Schema = dict[str, Any]
 
@@ -161,10 +166,16 @@ EVENT_TYPES: Schema = {
 HEADERS: Schema = {
     "type": "object",
     "maxProperties": 20,
-    "propertyNames": {"pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$"},
-    "additionalProperties": {"type": "string", "maxLength": 2000, "pattern": "^[^\\r\\n]*$"},
-    "description": "Custom headers sent with every delivery; values are stored encrypted "
-    "and never shown again.",
+    "propertyNames": {"pattern": HEADER_NAME_PATTERN},
+    "additionalProperties": {
+        "type": "string",
+        "maxLength": MAX_HEADER_VALUE,
+        "pattern": HEADER_VALUE_PATTERN,
+    },
+    "description": "Custom headers sent with every delivery: names are HTTP tokens, values "
+    "visible ASCII with spaces or tabs only between characters. Framing, hop-by-hop and "
+    "our own headers (`host`, `content-*`, `accept-encoding`, `webhook-*`, `webround-*`, "
+    "…) cannot be set. Values are stored encrypted and never shown again.",
 }
 TIMEOUT: Schema = {"type": "integer", "minimum": 1, "maximum": 30, "default": 15}
 RATE_LIMIT: Schema = {

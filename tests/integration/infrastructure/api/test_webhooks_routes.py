@@ -731,6 +731,11 @@ async def test_custom_header_values_are_redacted_in_every_read(api: Api) -> None
         "Host",
         "User-Agent",
         "Transfer-Encoding",
+        "Accept-Encoding",  # was accepted, then silently dropped by the sender
+        "Connection",
+        "TE",
+        "Upgrade",
+        "Expect",
     ],
 )
 async def test_reserved_header_names_are_refused(api: Api, name: str) -> None:
@@ -1135,3 +1140,68 @@ async def test_a_store_cannot_have_more_webhooks_than_the_setting_allows(
     deleted = await client.delete(f"/v1/webhooks/{first.json()['id']}", headers=busy)
     assert deleted.status_code == 204
     assert (await client.post("/v1/webhooks", json=body, headers=busy)).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Token": "abc\n"},
+        {"X-Token": "abc\r\n"},
+        {"X-Token": "a\x00b"},
+        {"X-Token": "a\x0bb"},
+        {"X-Token": "a\x1bb"},
+        {"X-Token": " abc"},
+        {"X-Token": "abc\t"},
+        {"X-Token": "café"},
+        {"X-Token\n": "abc"},
+        {"X-Token": "a", "x-token": "b"},
+    ],
+    ids=[
+        "trailing-newline",
+        "trailing-crlf",
+        "nul",
+        "vertical-tab",
+        "escape",
+        "leading-space",
+        "trailing-tab",
+        "non-ascii",
+        "name-with-newline",
+        "twice-by-case",
+    ],
+)
+async def test_headers_the_sender_could_not_send_are_refused(
+    api: Api, headers: dict[str, str]
+) -> None:
+    # Given a webhook to change later
+    existing = (await created(api))["id"]
+
+    # When a webhook is registered, or changed, with a header no HTTP request can carry
+    # as given (these were accepted, and then made every delivery fail)
+    on_create = await create(api, headers=headers)
+    on_change = await patch(api, existing, {"headers": headers})
+
+    # Then both are 422 naming the headers, and nothing was recorded
+    for response in (on_create, on_change):
+        assert_invalid(response, "headers")
+    assert len(await list_all(api)) == 1
+    assert (await get(api, existing)).json()["headers"] == {}
+
+
+async def test_header_values_with_inner_spaces_and_tabs_are_kept(api: Api) -> None:
+    # When a webhook is registered with values HTTP allows: inner spaces and tabs, empty
+    headers = {"Authorization": "Bearer  tok\tx", "X-Empty": ""}
+    body = await created(api, headers=headers)
+
+    # Then they are kept as given, for the sender
+    sealed = api.services.webhooks.get_webhook(api.shop.store_id, UUID(body["id"])).sealed_headers
+    assert sealed is not None
+    assert api.services.keeper.open_headers(UUID(body["id"]), sealed) == headers
+
+
+def test_every_header_the_sender_drops_is_refused_at_registration() -> None:
+    # The sender sets its framing headers itself and drops a caller's: a merchant must
+    # never be able to configure one (it would be accepted, then silently not sent).
+    from domain.webhook import RESERVED_HEADERS
+    from infrastructure.sender import _RESERVED_REQUEST_HEADERS
+
+    assert _RESERVED_REQUEST_HEADERS <= RESERVED_HEADERS
