@@ -199,7 +199,16 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
     from infrastructure.startup import open_services
 
     if demo:
-        # The demo receiver listens on loopback, which is otherwise refused (SSRF).
+        # The demo receiver listens on loopback, which is otherwise refused (SSRF): with
+        # it allowed, any store's webhook may reach this machine's loopback services and
+        # read 16 KiB of their answers. So the demo is for one person on one machine:
+        # never served beyond loopback.
+        if not _is_loopback(host):
+            raise StartupError(
+                f"--demo lets every store's webhooks reach 127.0.0.1 (for the demo "
+                f"receiver), so it serves on loopback only: not on {host} (--host, "
+                "WEBROUND_HOST); run without --demo to serve others"
+            )
         loopback = ipaddress.ip_network("127.0.0.1/32")
         settings = dataclasses.replace(
             settings, allowed_targets=(*settings.allowed_targets, loopback)
@@ -217,6 +226,12 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
 
             receiver = start_demo(services, store_id or _any_store(services))
             print(f"webround: demo receiver on {receiver.url}; store activity every 2 s")
+            print(
+                "webround: DEMO MODE IS SINGLE-USER: the webhooks of every store may target "
+                "127.0.0.1 here (for the demo receiver) and read its services' answers; "
+                "use it on your own machine only, never for other people's stores",
+                flush=True,
+            )
         print(f"webround: serving on http://{host}:{port} (data in {settings.data_dir})")
         # uvicorn re-raises the signal that stopped it; with the default handlers that
         # would end the process before `services.close()` records in-flight attempts.
@@ -256,6 +271,17 @@ def _background_role(settings: Settings, role: str) -> int:
     finally:
         services.close()
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _serve_metrics(settings: Settings) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +176,43 @@ def test_a_metrics_port_in_use_is_one_line(tmp_path: Path) -> None:
     # Then it exits at once with one line naming the setting, before doing any work
     assert_one_line(done, "WEBROUND_METRICS_PORT", f"127.0.0.1:{port}")
     assert done.returncode == 2
+
+
+# --demo is single-user (issue #12, item 12) -------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10", "::"])  # noqa: S104
+def test_the_demo_refuses_to_serve_beyond_loopback(tmp_path: Path, host: str) -> None:
+    # Given the demo, which lets every store's webhooks reach 127.0.0.1
+    # When it is asked to serve on an address other people can reach
+    done = webround(env(tmp_path), "serve", "--demo", "--host", host, "--port", str(free_port()))
+
+    # Then it refuses in one line, naming the setting, before creating anything
+    assert_one_line(done, "--demo", "--host", "WEBROUND_HOST")
+    assert not (tmp_path / "data" / "first-store").exists()
+
+
+def test_the_demo_says_it_is_single_user(tmp_path: Path) -> None:
+    # Given the demo started on loopback, its output in a file
+    output = tmp_path / "serve.log"
+    with (
+        output.open("wb") as sink,
+        subprocess.Popen(
+            [str(WEBROUND), "serve", "--demo", "--port", str(free_port())],
+            env=env(tmp_path),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        ) as process,
+    ):
+        try:
+            # When it has started
+            deadline = time.monotonic() + 60
+            while "SINGLE-USER" not in output.read_text() and time.monotonic() < deadline:
+                assert process.poll() is None, output.read_text()
+                time.sleep(0.1)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+    # Then it said loudly that it is single-user
+    assert "DEMO MODE IS SINGLE-USER" in output.read_text()
