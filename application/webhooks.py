@@ -26,7 +26,7 @@ from application.ports import SecretKeeper, TargetPolicy
 from application.recorded import NotifiesOnRecord
 from application.transcodings import register_store_transcodings
 from application.views import timestamp
-from domain.tenancy import ApiKey, Store
+from domain.tenancy import ApiKey, DashboardSession, Store
 from domain.values import Actor
 from domain.webhook import Webhook, check_headers
 
@@ -124,6 +124,36 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         if not hmac.compare_digest(key.key_hash, hash_api_key(api_key)) or key.revoked:
             raise Unauthenticated("the API key is not valid or was revoked")
         return Principal(key.store_id, key.key_id, key.acts_as)
+
+    # Dashboard sessions --------------------------------------------------------------
+
+    def start_session(self, principal: Principal, expires_at: datetime) -> UUID:
+        """A dashboard session of this key's person (or system), open until ``expires_at``."""
+        session = DashboardSession(principal.store_id, principal.key_id, expires_at)
+        self.save(session)
+        return session.id
+
+    def session_is_open(self, session_id: UUID, principal: Principal) -> bool:
+        """Whether the session exists, belongs to this key, and was not ended."""
+        try:
+            session: object = self.repository.get(session_id)
+        except AggregateNotFoundError:
+            return False
+        return (
+            isinstance(session, DashboardSession)
+            and session.key_id == principal.key_id
+            and not session.ended
+            and self.clock() < session.expires_at
+        )
+
+    def end_session(self, session_id: UUID, actor: Actor) -> None:
+        try:
+            session: object = self.repository.get(session_id)
+        except AggregateNotFoundError:
+            return
+        if isinstance(session, DashboardSession):
+            session.end(actor)
+            self.save(session)
 
     # Webhooks ------------------------------------------------------------------------
 

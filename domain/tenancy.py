@@ -7,6 +7,7 @@ any index, and two keys can never share an id.
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -40,6 +41,27 @@ class Store(Aggregate):
     @event("WebhookAdded")
     def add_webhook(self, webhook_id: UUID) -> None:
         self.webhook_ids.append(webhook_id)
+
+
+class DashboardSession(Aggregate):
+    """One sign-in to the dashboard with an API key, open until it expires or its person
+    signs out. The browser holds its id sealed in a cookie; signing out ends it here, so
+    a copy of the cookie opens nothing afterwards (ADR 0022)."""
+
+    @event("Started")
+    def __init__(self, store_id: UUID, key_id: str, expires_at: datetime) -> None:
+        self.store_id = store_id
+        self.key_id = key_id
+        self.expires_at = expires_at
+        self.ended = False
+
+    def end(self, actor: Actor) -> None:
+        if not self.ended:
+            self._ended(actor=actor)
+
+    @event("Ended")
+    def _ended(self, actor: Actor) -> None:
+        self.ended = True
 
 
 class MasterKeyCheck(Aggregate):

@@ -94,6 +94,12 @@ def _log_format(value: str) -> str:
     return value
 
 
+def _cookie_secure(value: str) -> str:
+    if value not in ("auto", "always"):
+        raise SettingsError("must be auto or always")
+    return value
+
+
 def _broker_url(value: str) -> str:
     if not value.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
         raise SettingsError("must be a redis:// or amqp:// URL (unset: in-process broker)")
@@ -221,6 +227,14 @@ SETTINGS: tuple[Setting, ...] = (
         "budget of N processes.",
         _positive_int,
     ),
+    Setting(
+        "WEBROUND_COOKIE_SECURE",
+        "auto",
+        "`auto`: the dashboard's cookies are `Secure` when the request came over https "
+        "(a dashboard on plain http on a LAN keeps its session); `always`: `Secure` on "
+        "every answer (set it behind a TLS proxy that does not forward the scheme).",
+        _cookie_secure,
+    ),
     Setting("WEBROUND_HOST", "127.0.0.1", "Interface `webround serve|api` listen on.", str),
     Setting("WEBROUND_PORT", "8000", "Port `webround serve|api` listen on.", _port),
     Setting(
@@ -274,6 +288,7 @@ class Settings:
     partition_lease_seconds: float = 15.0
     db_pool_size: int = 4
     listen_url: str | None = None
+    cookie_secure: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
     log_format: str = "text"
