@@ -206,24 +206,23 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         return self.contention.run([store_id], register, f"store {store_id}")
 
     def list_webhooks(
-        self, store_id: UUID, limit: int = 100, after: UUID | None = None
-    ) -> tuple[list[JSON], UUID | None]:
-        """A page of the store's webhooks in creation order, and the id to continue after."""
+        self, store_id: UUID, limit: int = 100, start: int = 0
+    ) -> tuple[list[JSON], int | None]:
+        """A page of the store's webhooks in creation order, from place ``start`` of its
+        index (which only grows: a place never moves), and the place to continue from."""
         ids = self._store(store_id).webhook_ids
-        if after is not None and after not in ids:
-            raise InvalidRequest("is not a cursor this API gave out", field="cursor")
-        start = ids.index(after) + 1 if after is not None else 0
         page: list[Webhook] = []
-        more = False
-        for webhook_id in ids[start:]:
-            webhook: Webhook = self.repository.get(webhook_id)
+        end = start
+        for index in range(start, len(ids)):
+            webhook: Webhook = self.repository.get(ids[index])
             if webhook.deleted:
                 continue
             if len(page) == limit:
-                more = True  # a live webhook after this page: there is a next page
-                break
+                # A live webhook after this page: the next page starts after the last one.
+                return [webhook_view(w) for w in page], end
             page.append(webhook)
-        return [webhook_view(w) for w in page], page[-1].id if more and page else None
+            end = index + 1
+        return [webhook_view(w) for w in page], None
 
     def get_webhook(self, store_id: UUID, webhook_id: UUID) -> Webhook:
         try:

@@ -6,8 +6,11 @@ dicts shaped as the API returns them (camelCase); lists are `{"data", "nextCurso
 Lists page by keyset on a strictly increasing key — events and deliveries by their log
 position, audit entries by (time, entry id) — so a page starts exactly after the last row
 of the previous one: rows recorded between two page requests neither shift nor repeat
-anything. Cursors are opaque (base64 of the list, the order and the key) and are refused
-for another list or the other order.
+anything. Cursors are opaque to clients; inside, a prefix names the list and the rest is
+the key of the row a page ends with (`CURSORS`): a cursor of another list is refused, one
+used with the other order continues from its place the other way. Every string of a
+cursor's published shape is a place in its list, so the API takes whatever its document
+allows.
 
 Filters are validated here, so the API and the CLI refuse the same input with the same
 message (`InvalidRequest` naming the field). Times are ISO 8601 with `Z` or an offset;
@@ -16,11 +19,11 @@ message (`InvalidRequest` naming the field). Times are ISO 8601 with `Z` or an o
 
 from __future__ import annotations
 
-import base64
-import binascii
+import functools
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -474,9 +477,9 @@ class _Where:
         self.add("(" + " OR ".join(parts) + ")", *params)
 
     def time_range(self, column: str, since: str | None, until: str | None) -> None:
+        # A range that ends where (or before) it begins holds nothing, and selects nothing:
+        # JSON Schema cannot say "later than", so the API takes what its document allows.
         start, end = _moment(since, "since"), _moment(until, "until")
-        if start is not None and end is not None and end <= start:
-            raise InvalidRequest("must be later than since", "until")
         if start is not None:
             self.add(f"{column} >= ?", start)
         if end is not None:
@@ -502,37 +505,50 @@ class _Keyset:
         return f"({', '.join(self.columns)}) {sign} ({marks})"
 
     def encode(self, row: JSON) -> str:
-        raw = json.dumps([self.name, self.order, *(row[c] for c in self.columns)])
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return CURSORS[self.name].prefix + "_".join(str(row[c]) for c in self.columns)
 
     def decode(self, cursor: str | None) -> list[Any] | None:
-        """The key a cursor starts after; refused unless this list, in this order, gave it."""
+        """The key a cursor starts after; refused unless it is a cursor of this list."""
         if not cursor:
             return None
-        try:
-            padded = cursor + "=" * (-len(cursor) % 4)
-            value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        except (ValueError, binascii.Error, UnicodeError, RecursionError):
-            value = None
-        if (
-            not isinstance(value, list)
-            or len(value) != 2 + len(self.columns)
-            or value[0] != self.name
-            or value[1] not in ("newest", "oldest")
-            or not all(_fits(c, v) for c, v in zip(self.columns, value[2:], strict=True))
-        ):
+        found = CURSORS[self.name].pattern.match(cursor)
+        if found is None:
             raise InvalidRequest("is not a cursor this API gave out for this list", "cursor")
-        if value[1] != self.order:
-            raise InvalidRequest(
-                f"was given for {value[1]}-first order; ask with that order", "cursor"
-            )
-        return list(value[2:])
+        return [
+            int(v) if c == "position" else v
+            for c, v in zip(self.columns, found.groups(), strict=True)
+        ]
 
 
-def _fits(column: str, value: object) -> bool:
-    if column == "position":
-        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
-    return isinstance(value, str) and "\x00" not in value
+@dataclass(frozen=True)
+class Cursor:
+    """What a list's cursors look like: a prefix naming the list, then the key of the row
+    a page ends with. Every string of that shape names a place in the list — a cursor
+    for the other order continues from it the other way, one made by hand is a place
+    like any other — so the API's published pattern (`schema`) is the whole rule."""
+
+    prefix: str
+    key: str  # the regular expression of the key, in the syntax JSON Schema shares
+
+    @property
+    def schema_pattern(self) -> str:
+        return f"^{self.prefix}{self.key}$"
+
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile(f"{self.prefix}{self.key}\\Z", re.ASCII)
+
+
+_POSITION = "([0-9]{1,18})"
+CURSORS = {
+    "events": Cursor("ev_", _POSITION),
+    "deliveries": Cursor("dl_", _POSITION),
+    # The time and entry id of an audit entry, as the read model stores them.
+    "audit": Cursor(
+        "au_",
+        "([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z)_([a-z]{1,20}:[0-9]{12,19})",
+    ),
+}
 
 
 # Validation ------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from infrastructure.api import schemas as s
 from infrastructure.api.deliveries import (
     EVENT_ID,
     NULLABLE_ID,
-    ORDERING,
     UUID_PARAM,
+    ordering,
     paging,
     queries,
     time_range,
@@ -97,7 +97,7 @@ ENDPOINTS = [
                 "Only entries of this kind (`delivery.sent_again`), of kinds starting with "
                 "a prefix (`webhook.` or `webhook.*`), or of any of several, comma-separated.",
             ),
-            *ORDERING,
+            *ordering("audit"),
         ),
     )
 ]

@@ -13,8 +13,8 @@ from application.catalog import ID, TIMESTAMP
 from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
-from infrastructure.api.webhooks import PAGING, page_limit
-from infrastructure.queries import DELIVERY_STATUSES, Queries, newest_first
+from infrastructure.api.webhooks import page_limit, paging_of
+from infrastructure.queries import CURSORS, DELIVERY_STATUSES, Queries, newest_first
 
 # Shared by the read-side lists -------------------------------------------------------------
 
@@ -42,14 +42,16 @@ def time_range(what: str) -> tuple[QueryParam, ...]:
     )
 
 
-ORDERING = (
-    QueryParam(
-        "order",
-        {"type": "string", "enum": ["newest", "oldest"], "default": "newest"},
-        "Newest or oldest first.",
-    ),
-    *PAGING,
-)
+def ordering(list_name: str) -> tuple[QueryParam, ...]:
+    """`order`, `limit` and `cursor` of a read-side list."""
+    return (
+        QueryParam(
+            "order",
+            {"type": "string", "enum": ["newest", "oldest"], "default": "newest"},
+            "Newest or oldest first.",
+        ),
+        *paging_of(CURSORS[list_name]),
+    )
 
 
 def queries(call: Call) -> Queries:
@@ -205,7 +207,7 @@ ENDPOINTS = [
                 "Only deliveries in this state (`pending` includes those awaiting a retry).",
             ),
             *time_range("deliveries created"),
-            *ORDERING,
+            *ordering("deliveries"),
         ),
     ),
     Endpoint(

@@ -32,7 +32,7 @@ from application.webhooks import Principal
 from domain.values import MULTILINE_TEXT_PATTERN, TEXT_PATTERN, Actor, text_problem
 from infrastructure.api.problems import ApiProblem, problem_for
 from infrastructure.bootstrap import Services
-from infrastructure.idempotency import MAX_KEY_LENGTH, fingerprint, sealing_context
+from infrastructure.idempotency import fingerprint, sealing_context
 
 JSON = dict[str, Any]
 MAX_BODY = 1024 * 1024
@@ -69,6 +69,11 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 
 
 _TEXT_PATTERNS = frozenset({TEXT_PATTERN, MULTILINE_TEXT_PATTERN})
+_FORMATS = Draft202012Validator.FORMAT_CHECKER
+# What an Idempotency-Key header is (published in the document as this pattern): HTTP
+# trims a value's outer spaces, so it starts and ends with a visible character.
+IDEMPOTENCY_KEY_PATTERN = "^[!-~]([ -~]{0,253}[!-~])?$"
+_KEY_SHAPE = re.compile(IDEMPOTENCY_KEY_PATTERN.removesuffix("$") + "\\Z")
 Validator = validators.extend(
     Draft202012Validator, validators={"pattern": _ecma_pattern}, type_checker=_STRICT_INTEGERS
 )
@@ -121,11 +126,15 @@ class Endpoint:
     present: Callable[[Call, JSON], JSON] | None = None
     reveals_secret: bool = False  # the answer shows a signing secret (ADR 0024)
     _validator: Any = field(default=None, init=False, compare=False)
+    _query_validators: Any = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.request is not None:
             validator = Validator(self.request, format_checker=Draft202012Validator.FORMAT_CHECKER)
             object.__setattr__(self, "_validator", validator)
+        # Query parameters are checked against the very schemas the document publishes.
+        checks = {q.name: Validator(q.schema, format_checker=_FORMATS) for q in self.query}
+        object.__setattr__(self, "_query_validators", checks)
 
     @property
     def path_ids(self) -> list[str]:
@@ -142,16 +151,20 @@ class Endpoint:
         principal = await run_in_threadpool(authenticate, services, request)
         path = {name: str(request.path_params[name]) for name in self.path_ids}
         _check_query(request)
+        self._check_parameters(request)
         ids = {name: _uuid(value) for name, value in path.items() if name == "id"}
         raw = await read_body(request)
         body = self._validate(raw)
         actor = _actor(principal, body) if self.command else principal.actor
         call = Call(principal, actor, services, body, ids, request.query_params, path)
         key = request.headers.get("idempotency-key")
-        if not (self.command and key):
+        if not self.command or key is None:
             return await self._run(call)
-        if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable():
-            raise InvalidRequest("must be 1 to 255 printable characters", field=IDEMPOTENCY_KEY)
+        if not _KEY_SHAPE.match(key):
+            raise InvalidRequest(
+                "must be 1 to 255 visible ASCII characters (spaces only between them)",
+                field=IDEMPOTENCY_KEY,
+            )
         print_ = fingerprint(self.method, request.url.path, raw)
         return await run_in_threadpool(self._run_once, call, key, print_)
 
@@ -245,6 +258,24 @@ class Endpoint:
             headers=headers,
         )
 
+    def _check_parameters(self, request: Request) -> None:
+        """Each documented query parameter given, against its schema (an integer read
+        from its digits); a 422 naming the first that does not fit."""
+        for name, validator in self._query_validators.items():
+            raw = request.query_params.get(name)
+            if raw is None:
+                continue
+            value: Any = raw
+            if validator.schema.get("type") == "integer":
+                digits = raw.lstrip("0") or "0"
+                if not (raw.isascii() and raw.isdigit()):
+                    raise _parameter_problem(name, "must be a whole number")
+                # More digits than any bound we set: too large, without int() of them all.
+                value = int(digits) if len(digits) <= 18 else 10**18
+            error = next(iter(validator.iter_errors(value)), None)
+            if error is not None:
+                raise _parameter_problem(name, error.message)
+
     def _validate(self, raw: bytes) -> JSON:
         if self._validator is None:
             if raw.strip():
@@ -314,7 +345,7 @@ async def read_body(request: Request) -> bytes:
 
 def _parse(raw: bytes) -> Any:
     try:
-        body = json.loads(raw, parse_constant=_refuse_constant)
+        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_number)
     except (ValueError, UnicodeDecodeError) as error:
         raise ApiProblem(400, f"the request body is not valid JSON: {error}") from None
     except RecursionError:
@@ -353,6 +384,10 @@ def _surrogate_in(value: Any, path: str) -> str | None:
 _SURROGATE = re.compile("[\\ud800-\\udfff]")
 
 
+def _parameter_problem(name: str, message: str) -> ApiProblem:
+    return ApiProblem(422, "a query parameter is invalid", [{"field": name, "message": message}])
+
+
 def _check_query(request: Request) -> None:
     """Query parameters are filters and cursors: none of them holds a control character
     (a NUL would reach PostgreSQL, which cannot compare text with it)."""
@@ -362,6 +397,14 @@ def _check_query(request: Request) -> None:
             raise ApiProblem(
                 422, "a query parameter is invalid", [{"field": name, "message": problem}]
             )
+
+
+def _number(literal: str) -> int | float:
+    """A JSON number with a fraction or exponent. JSON (and JSON Schema) do not tell 2.0
+    from 2: an integral one is the integer, so `"stock": 16011.0` is the whole number
+    the document's `integer` promises to accept; any other stays a float."""
+    value = float(literal)
+    return int(value) if value.is_integer() else value
 
 
 def _refuse_constant(name: str) -> Any:

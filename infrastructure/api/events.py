@@ -16,8 +16,8 @@ from infrastructure.api import schemas as s
 from infrastructure.api.deliveries import (
     DELIVERY_WITH_ATTEMPTS,
     EVENT_ID,
-    ORDERING,
     UUID_PARAM,
+    ordering,
     paging,
     queries,
     time_range,
@@ -267,7 +267,7 @@ ENDPOINTS = [
                 "`true`: the test events (POST /v1/webhooks/{id}/test) instead of the store's.",
             ),
             *time_range("events that occurred"),
-            *ORDERING,
+            *ordering("events"),
         ),
     ),
     Endpoint(

@@ -11,7 +11,7 @@ from typing import Any
 
 from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
-from infrastructure.api.endpoint import Endpoint
+from infrastructure.api.endpoint import IDEMPOTENCY_KEY_PATTERN, Endpoint
 from infrastructure.api.problems import PROBLEM, TITLES
 
 JSON = dict[str, Any]
@@ -93,7 +93,12 @@ def _operation(endpoint: Endpoint) -> JSON:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "pattern": IDEMPOTENCY_KEY_PATTERN,
+                },
                 "description": "Repeat a command safely: its effect and the key are "
                 "recorded together, once; the same key, method, path and body from the same "
                 "API key within 24 h return the first answer and record nothing new.",

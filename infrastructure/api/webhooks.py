@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -14,7 +12,7 @@ from application.views import timestamp
 from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
-from infrastructure.queries import Queries, parse_moment
+from infrastructure.queries import Cursor, Queries, parse_moment
 
 _RENAMED = {
     "eventTypes": "event_types",
@@ -40,11 +38,11 @@ def _update(call: Call) -> JSON:
 
 def _list(call: Call) -> JSON:
     limit = page_limit(call)
-    after = decode_cursor(call.query.get("cursor"))
-    items, last = call.services.webhooks.list_webhooks(call.store_id, limit, after)
+    start = decode_cursor(call.query.get("cursor"))
+    items, next_start = call.services.webhooks.list_webhooks(call.store_id, limit, start)
     return {
         "data": [_with_circuit(call, item) for item in items],
-        "nextCursor": encode_cursor(last) if last else None,
+        "nextCursor": encode_cursor(next_start) if next_start is not None else None,
     }
 
 
@@ -116,25 +114,41 @@ def page_limit(call: Call, default: int = 50) -> int:
     return int(digits)
 
 
-def encode_cursor(last: UUID) -> str:
-    return base64.urlsafe_b64encode(last.bytes).decode().rstrip("=")
+# A place in the store's webhook index (which only grows): every such string is one.
+WEBHOOK_CURSOR = Cursor("wh_", "([0-9]{1,9})")
 
 
-def decode_cursor(cursor: str | None) -> UUID | None:
+def encode_cursor(start: int) -> str:
+    return f"{WEBHOOK_CURSOR.prefix}{start}"
+
+
+def decode_cursor(cursor: str | None) -> int:
     if not cursor:
-        return None
-    try:
-        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
-        raise InvalidRequest("is not a cursor this API gave out", field="cursor") from None
+        return 0
+    found = WEBHOOK_CURSOR.pattern.match(cursor)
+    if found is None:
+        raise InvalidRequest("is not a cursor this API gave out for this list", field="cursor")
+    return int(found.group(1))
 
 
-PAGING = (
-    QueryParam(
-        "limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size."
-    ),
-    QueryParam("cursor", {"type": "string"}, "The `nextCursor` of the previous page."),
+LIMIT = QueryParam(
+    "limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size."
 )
+
+
+def paging_of(cursor: Cursor) -> tuple[QueryParam, ...]:
+    """`limit`, and `cursor` as the list's cursors look (opaque: pass `nextCursor` on)."""
+    return (
+        LIMIT,
+        QueryParam(
+            "cursor",
+            {"type": "string", "pattern": cursor.schema_pattern},
+            "The `nextCursor` of the previous page.",
+        ),
+    )
+
+
+PAGING = paging_of(WEBHOOK_CURSOR)
 ERRORS = (400, 401, 404, 409, 413, 415, 422)
 
 RANGE: JSON = {

@@ -516,12 +516,16 @@ async def home(request: Request) -> Response:
 
 def _webhooks(visit: Visit) -> Response:
     try:
-        after = webhooks_api.decode_cursor(visit.request.query_params.get("cursor"))
-        items, last = visit.services.webhooks.list_webhooks(visit.store_id, 100, after)
+        start = webhooks_api.decode_cursor(visit.request.query_params.get("cursor"))
+        items, next_start = visit.services.webhooks.list_webhooks(visit.store_id, 100, start)
     except InvalidRequest:
         return render.redirect(HOME)
     rows = _with_health(visit, items)
-    more = f"{HOME}?cursor={webhooks_api.encode_cursor(last)}" if last else None
+    more = (
+        f"{HOME}?cursor={webhooks_api.encode_cursor(next_start)}"
+        if next_start is not None
+        else None
+    )
     return visit.page("webhooks.html", webhooks=rows, more=more)
 
 
@@ -770,12 +774,12 @@ def webhook_id_of(visit: Visit) -> UUID:
 def webhook_names(visit: Visit) -> dict[str, JSON]:
     """The store's webhooks by id (for labels and filters), up to a thousand."""
     found: dict[str, JSON] = {}
-    after = None
+    start: int | None = 0
     for _ in range(10):
-        items, after = visit.services.webhooks.list_webhooks(visit.store_id, 100, after)
-        found.update({w["id"]: w for w in items})
-        if after is None:
+        if start is None:
             break
+        items, start = visit.services.webhooks.list_webhooks(visit.store_id, 100, start)
+        found.update({w["id"]: w for w in items})
     return found
 
 

@@ -349,20 +349,34 @@ async def test_the_last_page_has_no_cursor_when_only_deleted_webhooks_follow(api
     assert page["nextCursor"] is None
 
 
-async def test_a_cursor_from_another_store_is_refused(api: Api) -> None:
-    # Given a webhook of the other store, and the shop's two webhooks
-    foreign = (await created(api, api.other))["id"]
+async def test_a_cursor_of_another_store_shows_only_the_askers_webhooks(api: Api) -> None:
+    # Given the other store's cursor after its first webhook, and the shop's two webhooks
     for _ in range(2):
-        await created(api)
-    cursor = base64.urlsafe_b64encode(UUID(foreign).bytes).decode().rstrip("=")
+        await created(api, api.other)
+    foreign = (
+        await api.client.get("/v1/webhooks", params={"limit": 1}, headers=api.other.headers)
+    ).json()["nextCursor"]
+    mine = [(await created(api))["id"] for _ in range(2)]
 
-    # When the shop pages on with a cursor naming the other store's webhook
+    # When the shop pages with it (a cursor is a place in a list, nothing more)
     response = await api.client.get(
-        "/v1/webhooks", params={"limit": 1, "cursor": cursor}, headers=api.shop.headers
+        "/v1/webhooks", params={"limit": 5, "cursor": foreign}, headers=api.shop.headers
     )
 
-    # Then it is refused as a cursor we never gave out
-    assert_invalid(response, "cursor")
+    # Then it is the shop's own list from that place: nothing of the other store
+    assert response.status_code == 200, response.text
+    assert [w["id"] for w in response.json()["data"]] == mine[1:]
+
+
+async def test_a_cursor_that_is_not_ours_is_refused(api: Api) -> None:
+    # When the list is asked with an old-style or made-up cursor
+    for cursor in (base64.urlsafe_b64encode(b"x" * 16).decode().rstrip("="), "ev_1", "wh_x"):
+        response = await api.client.get(
+            "/v1/webhooks", params={"cursor": cursor}, headers=api.shop.headers
+        )
+
+        # Then it is refused, naming the cursor
+        assert_invalid(response, "cursor")
 
 
 # Changes ----------------------------------------------------------------------------------
