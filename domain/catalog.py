@@ -14,7 +14,7 @@ from eventsourcing.domain import event
 
 from domain.base import StoreAggregate
 from domain.errors import ForeignReference, InsufficientStock, InvalidValue
-from domain.values import Actor, Money, check_text
+from domain.values import Actor, Money, check_name, check_text
 
 
 class Product(StoreAggregate):
@@ -92,8 +92,7 @@ class Sku(StoreAggregate):
 
     @classmethod
     def create(cls, variant: Variant, code: str, price: Money, stock: int, actor: Actor) -> Sku:
-        if not check_text("code", code).strip():
-            raise InvalidValue("code", "must not be empty")
+        check_name("code", code)
         if stock < 0:
             raise InvalidValue("stock", f"cannot be negative (got {stock})")
         return cls(variant.store_id, variant.product_id, variant.id, code, price, stock, actor)
@@ -145,9 +144,7 @@ class Sku(StoreAggregate):
 
 
 def _check_name(name: str) -> str:
-    if not check_text("name", name).strip():
-        raise InvalidValue("name", "must not be empty")
-    return name
+    return check_name("name", name)
 
 
 def _check_attributes(attributes: dict[str, str]) -> dict[str, str]:
@@ -156,8 +153,8 @@ def _check_attributes(attributes: dict[str, str]) -> dict[str, str]:
     for key, value in attributes.items():
         if not key.strip() or not isinstance(value, str) or not value.strip():
             raise InvalidValue("attributes", f"attribute {key!r} needs a non-empty name and value")
-        check_text("attributes", key)
-        check_text(f"attributes.{key}", value)
+        check_name("attributes", key)
+        check_name(f"attributes.{key}", value)
     return dict(attributes)
 
 

@@ -7,8 +7,9 @@ from uuid import UUID
 from eventsourcing.domain import event
 
 from domain.base import StoreAggregate
-from domain.errors import CustomerDeletionRequested, InvalidTransition, InvalidValue
+from domain.errors import CustomerDeletionRequested, InvalidTransition
 from domain.values import Actor, Address, check_email, check_text
+from domain.values import check_name as check_text_name
 
 
 class Customer(StoreAggregate):
@@ -99,10 +100,7 @@ class Customer(StoreAggregate):
 
 
 def check_name(name: str) -> str:
-    check_text("name", name)
-    if not name.strip():
-        raise InvalidValue("name", "must not be empty")
-    return name
+    return check_text_name("name", name)
 
 
 def _check_phone(phone: str | None) -> str | None:

@@ -29,6 +29,17 @@ TEXT_PATTERN = f"^[^{_CONTROLS}]*$"
 MULTILINE_TEXT_PATTERN = f"^[^{_CONTROLS_BUT_LINE_BREAKS}]*$"
 _FORBIDDEN = re.compile(f"[{_CONTROLS}{_SURROGATES}]")
 _FORBIDDEN_MULTILINE = re.compile(f"[{_CONTROLS_BUT_LINE_BREAKS}{_SURROGATES}]")
+# A name (of a customer, product, city, SKU code, attribute…) is not blank: it has a
+# character that is neither a control nor white space (the characters Python's
+# str.isspace knows, spelled out, as JSON Schema's `\s` differs between engines).
+_BLANKS = " \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+NAME_PATTERN = f"^[^{_CONTROLS}]*[^{_CONTROLS}{_BLANKS}][^{_CONTROLS}]*$"
+_VISIBLE = re.compile(f"[^{_CONTROLS}{_BLANKS}{_SURROGATES}]")
+# An email address's shape: no white space, one @, a dot in the domain with something on
+# both sides. Published as this pattern (with TEXT_PATTERN) and checked as it.
+_NOT_IN_EMAIL = "@\\u0009-\\u000d "
+EMAIL_PATTERN = f"^[^{_NOT_IN_EMAIL}]+@[^{_NOT_IN_EMAIL}]+\\.[^{_NOT_IN_EMAIL}]+$"
+_EMAIL = re.compile(EMAIL_PATTERN.removesuffix("$") + "\\Z")
 
 
 def text_problem(text: str, *, multiline: bool = False) -> str | None:
@@ -47,6 +58,13 @@ def check_text(field: str, text: str, *, multiline: bool = False) -> str:
     problem = text_problem(text, multiline=multiline)
     if problem is not None:
         raise InvalidValue(field, problem)
+    return text
+
+
+def check_name(field: str, text: str) -> str:
+    """``text`` if it is text for people and not blank (see NAME_PATTERN)."""
+    if not _VISIBLE.search(check_text(field, text)):
+        raise InvalidValue(field, "must not be empty")
     return text
 
 
@@ -81,14 +99,35 @@ MAX_AMOUNT = Decimal("1e15")
 
 def check_email(email: str, field: str = "email") -> str:
     """An email address given as input: text for people, shaped like an address."""
-    return _check_email_shape(check_text(field, email), field)
+    check_text(field, email)
+    if not _EMAIL.match(email) or len(email) > 254:
+        raise InvalidValue(field, f"{email!r} is not an email address")
+    return email
 
 
 def _check_email_shape(email: str, field: str) -> str:
-    local, at, domain = email.partition("@")
-    if not at or not local or "." not in domain or len(email) > 254 or email != email.strip():
+    """What every version's rule for emails had in common: a non-empty local part before
+    an @ (a stored actor was checked, when recorded, by the rule of its day)."""
+    if "@" not in email[1:]:
         raise InvalidValue(field, f"{email!r} is not an email address")
     return email
+
+
+def amount_pattern(decimals: int) -> str:
+    """The amounts of a currency with this many decimals, as text: up to 15 digits, and
+    at most ``decimals`` decimals that are not trailing zeros (up to 4 decimals in all)."""
+    digits = "^[0-9]{1,15}"
+    if decimals == 0:
+        return digits + "(\\.0{1,4})?$"
+    return digits + f"(\\.[0-9]{{1,{decimals}}}0{{0,{4 - decimals}}})?$"
+
+
+def currencies_by_decimals() -> dict[int, list[str]]:
+    """Every currency, grouped by its number of decimals."""
+    groups: dict[int, list[str]] = {}
+    for code in sorted(CURRENCIES):
+        groups.setdefault(minor_units(code), []).append(code)
+    return groups
 
 
 def minor_units(currency: str) -> int:
@@ -223,12 +262,12 @@ class Address:
             raise InvalidValue("country", "must be an ISO 3166-1 alpha-2 code such as 'DE'")
 
     def check_text(self) -> Address:
-        """This address, if every line of it is text for people (new input; stored
-        addresses are not checked again)."""
-        for name in ("line1", "line2", "city", "postal_code"):
-            value = getattr(self, name)
-            if value is not None:
-                check_text(_camel(name), value)
+        """This address, if every line of it is text for people, and those it needs are
+        not blank (new input; stored addresses are not checked again)."""
+        for name in ("line1", "city", "postal_code"):
+            check_name(_camel(name), getattr(self, name))
+        if self.line2 is not None:
+            check_text("line2", self.line2)
         return self
 
 

@@ -57,18 +57,20 @@ _HEADER_NAME = re.compile(HEADER_NAME_PATTERN.removesuffix("$") + "\\Z")
 _HEADER_VALUE = re.compile(HEADER_VALUE_PATTERN.removesuffix("$") + "\\Z")
 
 
+# What a webhook may listen to: every event type, each entity's `entity.*`, or `*`.
+EVENT_TYPE_PATTERNS: tuple[str, ...] = (
+    "*",
+    *sorted(EVENT_CLASSES),
+    *sorted({f"{name.split('.', 1)[0]}.*" for name in EVENT_CLASSES}),
+)
+
+
 def check_event_types(patterns: list[str]) -> list[str]:
     """Exact event type names, ``entity.*`` or ``*``; anything unknown is refused."""
     if not patterns:
         raise InvalidValue("eventTypes", "list at least one event type, `entity.*` or `*`")
-    entities = {name.split(".", 1)[0] for name in EVENT_CLASSES}
     for pattern in patterns:
-        known = (
-            pattern == "*"
-            or pattern in EVENT_CLASSES
-            or (pattern.endswith(".*") and pattern[:-2] in entities)
-        )
-        if not known:
+        if pattern not in EVENT_TYPE_PATTERNS:
             raise InvalidValue("eventTypes", f"{pattern!r} is not a known event type or pattern")
     return sorted(set(patterns))
 

@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -34,7 +34,7 @@ from domain.delivery import EVENT_ID_PATTERN, TEST_EVENT_PREFIX, is_test_event
 from domain.event_types import EVENT_CLASSES
 from domain.order import OrderStatus
 from domain.subscription import SubscriptionStatus
-from domain.webhook import matches
+from domain.webhook import EVENT_TYPE_PATTERNS, matches
 from infrastructure.readmodels import ReadModelStore
 from projections.readmodels import ENTITY_FILTERS
 
@@ -42,11 +42,19 @@ JSON = dict[str, Any]
 MAX_LIMIT = 200
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 EVENT_ID = re.compile(EVENT_ID_PATTERN)
-_MOMENT = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
+# An RFC 3339 date-time (what JSON Schema's `date-time` is), published as this pattern.
+MOMENT_PATTERN = (
+    "^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\\.[0-9]+)?"
+    "([Zz]|([+-])([0-9]{2}):([0-9]{2}))$"
 )
+_MOMENT = re.compile(MOMENT_PATTERN.removesuffix("$") + "\\Z", re.ASCII)
+_EARLIEST, _LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 _KIND = re.compile(r"^[a-z_]+(\.[a-z_]*|\.\*)?$")
+# The `kind` filter as the API publishes it: 1 to 20 kinds or prefixes, comma-separated.
+KINDS_PATTERN = "^[a-z_]+([.][a-z_]*|[.][*])?(,[a-z_]+([.][a-z_]*|[.][*])?){0,19}$"
 _ENTITIES = {name.split(".", 1)[0] for name in EVENT_CLASSES}
+# Every value of the `eventType` filter: an exact type, or `entity.*`.
+EVENT_TYPE_FILTERS = [pattern for pattern in EVENT_TYPE_PATTERNS if pattern != "*"]
 
 # The filters of each entity list, by query parameter name (ids, text, or a status).
 ENTITY_LISTS: dict[str, tuple[str, ...]] = {
@@ -558,14 +566,32 @@ def _moment(value: str | None, field: str) -> str | None:
     """A time filter as the read models store times: UTC, microseconds, `Z`."""
     if value is None:
         return None
-    message = "must be an ISO 8601 time with a time zone, e.g. 2030-01-01T12:00:00Z"
-    if not _MOMENT.match(value):
+    message = "must be an RFC 3339 time with a time zone, e.g. 2030-01-01T12:00:00Z"
+    found = _MOMENT.match(value)
+    if found is None:
         raise InvalidRequest(message, field)
+    year, month, day, hour, minute, second = (int(g) for g in found.groups()[:6])
+    fraction, sign, offset_hours, offset_minutes = found.group(7, 9, 10, 11)
+    if hour > 23 or minute > 59 or second > 60:
+        raise InvalidRequest(message, field)
+    if offset_hours is not None and (int(offset_hours) > 23 or int(offset_minutes) > 59):
+        raise InvalidRequest(message, field)
+    # Any instant RFC 3339 can write is a bound: one before the year 1 or after 9999 is
+    # the earliest or latest time there is; a leap second is the end of its minute.
+    micro = int((fraction or ".0")[1:7].ljust(6, "0"))
+    if second == 60:
+        second, micro = 59, 999_999
     try:
-        # Python 3.11 reads any number of fractional digits, keeping microseconds.
-        m = datetime.fromisoformat(value.upper()).astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise InvalidRequest(message, field) from None
+        local = datetime(max(year, 1), month, day, hour, minute, second, micro)
+    except ValueError:
+        raise InvalidRequest(message, field) from None  # no such day (February 30)
+    offset = timedelta(hours=int(offset_hours or 0), minutes=int(offset_minutes or 0))
+    try:
+        m = (local - offset if sign == "+" else local + offset).replace(tzinfo=UTC)
+    except OverflowError:
+        m = _EARLIEST if sign == "+" else _LATEST
+    if year == 0:
+        m = _EARLIEST
     return (
         f"{m.year:04d}-{m.month:02d}-{m.day:02d}T"
         f"{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"

@@ -236,6 +236,28 @@ class TargetGuard:
         return any(address in network for network in self._allowed_networks)
 
 
+# The shape of a webhook URL the API takes, published as its pattern: http(s), a host that
+# is a DNS name (its last label starts with a letter, so no numeric IPv4 spelling hides
+# in it), a dotted IPv4 address or a bracketed IPv6 one, a port from 1 to 65535, and a
+# path, query and fragment of URL characters. Which addresses a URL may reach is not a
+# shape: the checks below (and the allow-list) decide that, with a 422 naming `url`.
+_LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_TOP_LABEL = "[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_H16 = "[0-9A-Fa-f]{1,4}"
+_IPV6 = (
+    f"(({_H16}:){{7}}{_H16}|({_H16}:){{1,7}}:|({_H16}:){{1,6}}:{_H16}"
+    f"|({_H16}:){{1,5}}(:{_H16}){{1,2}}|({_H16}:){{1,4}}(:{_H16}){{1,3}}"
+    f"|({_H16}:){{1,3}}(:{_H16}){{1,4}}|({_H16}:){{1,2}}(:{_H16}){{1,5}}"
+    f"|{_H16}:(:{_H16}){{1,6}}|:((:{_H16}){{1,7}}|:))"
+)
+_PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+URL_PATTERN = (
+    f"^https?://(({_LABEL}\\.)+{_TOP_LABEL}|({_OCTET}\\.){{3}}{_OCTET}|\\[{_IPV6}\\])"
+    f"(:{_PORT})?([/?#][A-Za-z0-9._~!$&'()*+,;=:@%/?#-]*)?$"
+)
+
+
 def _split_url(url: str) -> tuple[str, str, str, int, IPAddress | None]:
     """(scheme, host as written, normalised host, port, IP if the host is a literal)."""
     if not url:

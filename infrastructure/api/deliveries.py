@@ -14,7 +14,13 @@ from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
 from infrastructure.api.webhooks import page_limit, paging_of
-from infrastructure.queries import CURSORS, DELIVERY_STATUSES, Queries, newest_first
+from infrastructure.queries import (
+    CURSORS,
+    DELIVERY_STATUSES,
+    MOMENT_PATTERN,
+    Queries,
+    newest_first,
+)
 
 # Shared by the read-side lists -------------------------------------------------------------
 
@@ -31,6 +37,7 @@ UUID_PARAM: s.Schema = {"type": "string", "format": "uuid"}
 TIME_PARAM: s.Schema = {
     "type": "string",
     "format": "date-time",
+    "pattern": MOMENT_PATTERN,
     "examples": ["2030-01-01T12:00:00Z"],
 }
 

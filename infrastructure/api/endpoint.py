@@ -29,7 +29,14 @@ from starlette.routing import Route
 from application.errors import ConcurrentChange, InvalidRequest, NotFound, Unauthenticated
 from application.idempotency import AlreadyAnswered, Answer, KeyedCommand, KeyRecord, keyed
 from application.webhooks import Principal
-from domain.values import MULTILINE_TEXT_PATTERN, TEXT_PATTERN, Actor, text_problem
+from domain.values import (
+    EMAIL_PATTERN,
+    MULTILINE_TEXT_PATTERN,
+    NAME_PATTERN,
+    TEXT_PATTERN,
+    Actor,
+    text_problem,
+)
 from infrastructure.api.problems import ApiProblem, problem_for
 from infrastructure.bootstrap import Services
 from infrastructure.idempotency import fingerprint, sealing_context
@@ -54,11 +61,8 @@ def _ecma_pattern(
     closing `$` is the end of the string — Python's also matches before a final line
     feed, which let "value\n" through `^[^\n]*$` — and `\d`, `\w` are ASCII."""
     if isinstance(instance, str) and not _compiled(pattern).search(instance):
-        if pattern in _TEXT_PATTERNS:
-            problem = text_problem(instance, multiline=pattern == MULTILINE_TEXT_PATTERN)
-            yield ValidationError(problem or "must be text without control characters")
-        else:
-            yield ValidationError(f"does not match {pattern!r}")
+        explain = _EXPLAINED.get(pattern)
+        yield ValidationError(explain(instance) if explain else f"does not match {pattern!r}")
 
 
 @functools.lru_cache(maxsize=256)
@@ -68,7 +72,13 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern, re.ASCII)
 
 
-_TEXT_PATTERNS = frozenset({TEXT_PATTERN, MULTILINE_TEXT_PATTERN})
+# What a value that does not fit one of the shared patterns is told, in words.
+_EXPLAINED: dict[str, Callable[[str], str]] = {
+    TEXT_PATTERN: lambda value: text_problem(value) or "must be text",
+    MULTILINE_TEXT_PATTERN: lambda value: text_problem(value, multiline=True) or "must be text",
+    NAME_PATTERN: lambda value: text_problem(value) or "must not be empty",
+    EMAIL_PATTERN: lambda value: "is not an email address",
+}
 _FORMATS = Draft202012Validator.FORMAT_CHECKER
 # What an Idempotency-Key header is (published in the document as this pattern): HTTP
 # trims a value's outer spaces, so it starts and ends with a visible character.
@@ -135,6 +145,11 @@ class Endpoint:
         # Query parameters are checked against the very schemas the document publishes.
         checks = {q.name: Validator(q.schema, format_checker=_FORMATS) for q in self.query}
         object.__setattr__(self, "_query_validators", checks)
+
+    @property
+    def accepts_no_body(self) -> bool:
+        """Whether a request without a body (read as ``{}``) is valid here."""
+        return self._validator is None or bool(self._validator.is_valid({}))
 
     @property
     def path_ids(self) -> list[str]:

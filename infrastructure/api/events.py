@@ -24,7 +24,7 @@ from infrastructure.api.deliveries import (
 )
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
 from infrastructure.api.webhooks import page_limit
-from infrastructure.queries import DELIVERY_STATUSES
+from infrastructure.queries import DELIVERY_STATUSES, EVENT_TYPE_FILTERS
 
 MAX_WAIT = 25  # seconds a feed request may wait: below common proxies' idle timeouts
 FEED_POLL_SECONDS = 0.25  # how often a waiting feed request looks for new envelopes
@@ -257,7 +257,7 @@ ENDPOINTS = [
         query=(
             QueryParam(
                 "eventType",
-                {"type": "string", "examples": ["order.paid", "order.*"]},
+                {"type": "string", "enum": EVENT_TYPE_FILTERS, "examples": ["order.paid"]},
                 "Only events of this type, or of this entity (`order.*`).",
             ),
             QueryParam("entityId", UUID_PARAM, "Only events of this store entity."),

@@ -141,7 +141,8 @@ def _operation(endpoint: Endpoint) -> JSON:
     }
     if endpoint.request is not None:
         operation["requestBody"] = {
-            "required": bool(endpoint.request.get("required")),
+            # Required when no body would do: no body is read as {} (STOCK needs a field).
+            "required": not endpoint.accepts_no_body,
             "content": {"application/json": {"schema": endpoint.request}},
         }
     return operation

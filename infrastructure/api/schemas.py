@@ -11,13 +11,23 @@ from typing import Any
 
 from application.catalog import ENTITY_SCHEMAS, ID, TIMESTAMP
 from domain.order import OrderStatus
-from domain.values import MULTILINE_TEXT_PATTERN, TEXT_PATTERN
+from domain.values import (
+    CURRENCIES,
+    EMAIL_PATTERN,
+    MULTILINE_TEXT_PATTERN,
+    NAME_PATTERN,
+    TEXT_PATTERN,
+    amount_pattern,
+    currencies_by_decimals,
+)
 from domain.webhook import (
+    EVENT_TYPE_PATTERNS,
     HEADER_NAME_PATTERN,
     HEADER_VALUE_PATTERN,
     MAX_HEADER_VALUE,
     RATE_LIMIT_RANGE,
 )
+from infrastructure.ssrf import URL_PATTERN
 
 Schema = dict[str, Any]
 
@@ -25,28 +35,53 @@ Schema = dict[str, Any]
 # that may run over several lines (descriptions, reasons) also takes tab and line breaks.
 SINGLE_LINE: Schema = {"type": "string", "pattern": TEXT_PATTERN}
 MULTILINE: Schema = {"type": "string", "pattern": MULTILINE_TEXT_PATTERN}
+NAME: Schema = {"type": "string", "pattern": NAME_PATTERN}  # one line, not blank
 
 AMOUNT: Schema = {
     "type": "string",
     "pattern": r"^[0-9]{1,15}(\.[0-9]{1,4})?$",
-    "description": "A decimal amount as a string, e.g. `19.90`.",
+    "description": "A decimal amount as a string, e.g. `19.90`, with at most the decimals "
+    "of its currency (trailing zeros aside).",
     "examples": ["19.90"],
 }
-CURRENCY: Schema = {"type": "string", "pattern": "^[A-Z]{3}$", "examples": ["EUR"]}
-TEXT: Schema = {**SINGLE_LINE, "minLength": 1, "maxLength": 1000}
+CURRENCY: Schema = {"type": "string", "enum": sorted(CURRENCIES), "examples": ["EUR"]}
+
+
+def money(extra: Schema | None = None) -> Schema:
+    """`{"amount", "currency"}`, the amount with the decimals its currency has."""
+    by_currency = [
+        {
+            "if": {"properties": {"currency": {"enum": codes}}},
+            "then": {"properties": {"amount": {"pattern": amount_pattern(decimals)}}},
+        }
+        for decimals, codes in sorted(currencies_by_decimals().items())
+    ]
+    return {
+        "type": "object",
+        "properties": {"amount": AMOUNT, "currency": CURRENCY, **(extra or {})},
+        "required": ["amount", "currency"],
+        "additionalProperties": False,
+        "allOf": by_currency,
+    }
+
+
+TEXT: Schema = {**NAME, "minLength": 1, "maxLength": 1000}
 OPTIONAL_TEXT: Schema = {**SINGLE_LINE, "type": ["string", "null"], "maxLength": 1000}
 OPTIONAL_FREE_TEXT: Schema = {**MULTILINE, "type": ["string", "null"], "maxLength": 1000}
+# An email address as the domain checks it (domain.values.EMAIL_PATTERN), not JSON
+# Schema's `email` format, which validators read differently (RFC 5321 or just an @).
 EMAIL: Schema = {
     **SINGLE_LINE,
-    "format": "email",
     "maxLength": 254,
+    "allOf": [{"pattern": EMAIL_PATTERN}],
+    "description": "An email address: no white space, one @, a dot in the domain.",
     "examples": ["ann@example.com"],
 }
 INITIATED_BY: Schema = {
     **SINGLE_LINE,
     "type": ["string", "null"],
-    "format": "email",
     "maxLength": 254,
+    "allOf": [{"pattern": EMAIL_PATTERN}],
     "description": "Who caused this command, for system keys acting for a person: an "
     "email, or null for the system. Keys that act for a person always record that person.",
 }
@@ -76,7 +111,7 @@ ADDRESS = body(
         "line1": TEXT,
         "line2": OPTIONAL_TEXT,
         "city": TEXT,
-        "postalCode": {**SINGLE_LINE, "minLength": 1, "maxLength": 20},
+        "postalCode": {**NAME, "minLength": 1, "maxLength": 20},
         "country": {"type": "string", "pattern": "^[A-Z]{2}$", "examples": ["DE"]},
     },
     ("line1", "city", "postalCode", "country"),
@@ -87,21 +122,16 @@ ATTRIBUTES: Schema = {
     "type": "object",
     "minProperties": 1,
     "maxProperties": 50,
-    "additionalProperties": {**SINGLE_LINE, "minLength": 1, "maxLength": 200},
-    "propertyNames": {**SINGLE_LINE, "minLength": 1, "maxLength": 100},
+    "additionalProperties": {**NAME, "minLength": 1, "maxLength": 200},
+    "propertyNames": {**NAME, "minLength": 1, "maxLength": 100},
     "examples": [{"color": "red", "size": "M"}],
 }
 VARIANT = body({"attributes": ATTRIBUTES}, ("attributes",))
-PRICE = body({"amount": AMOUNT, "currency": CURRENCY}, ("amount", "currency"))
+PRICE = {**money({"initiatedBy": INITIATED_BY})}
 SKU_CREATE = body(
     {
-        "code": {**SINGLE_LINE, "minLength": 1, "maxLength": 100},
-        "price": {
-            "type": "object",
-            "properties": {"amount": AMOUNT, "currency": CURRENCY},
-            "required": ["amount", "currency"],
-            "additionalProperties": False,
-        },
+        "code": {**NAME, "minLength": 1, "maxLength": 100},
+        "price": money(),
         "stock": COUNT,
     },
     ("code", "price", "stock"),
@@ -150,16 +180,20 @@ SUBSCRIPTION_CREATE = body(
 PAYMENT_FAILURE = body({"reason": OPTIONAL_FREE_TEXT})
 
 URL: Schema = {
-    **SINGLE_LINE,
+    "type": "string",
     "minLength": 1,
     "maxLength": 2048,
+    "pattern": URL_PATTERN,
+    "description": "An https URL (http only to targets the operator allow-lists). The "
+    "SSRF policy refuses a URL whose host is or resolves to a loopback, private, "
+    "link-local, multicast or reserved address: a 422 naming `url`.",
     "examples": ["https://shop.example/hooks"],
 }
 EVENT_TYPES: Schema = {
     "type": "array",
     "minItems": 1,
     "maxItems": 100,
-    "items": {"type": "string", "minLength": 1, "maxLength": 100},
+    "items": {"type": "string", "enum": list(EVENT_TYPE_PATTERNS)},
     "description": "Exact event type names, `entity.*`, or `*`.",
     "examples": [["order.*", "customer.registered"]],
 }

@@ -12,7 +12,7 @@ from application.views import timestamp
 from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
-from infrastructure.queries import Cursor, Queries, parse_moment
+from infrastructure.queries import MOMENT_PATTERN, Cursor, Queries, parse_moment
 
 _RENAMED = {
     "eventTypes": "event_types",
@@ -152,8 +152,13 @@ PAGING = paging_of(WEBHOOK_CURSOR)
 ERRORS = (400, 401, 404, 409, 413, 415, 422)
 
 RANGE: JSON = {
-    "since": {"type": "string", "format": "date-time", "examples": ["2030-01-01T00:00:00Z"]},
-    "until": {"type": "string", "format": "date-time"},
+    "since": {
+        "type": "string",
+        "format": "date-time",
+        "pattern": MOMENT_PATTERN,
+        "examples": ["2030-01-01T00:00:00Z"],
+    },
+    "until": {"type": "string", "format": "date-time", "pattern": MOMENT_PATTERN},
 }
 RECOVER = s.body(RANGE, ("since",))
 REPLAY = s.body({**RANGE, "eventTypes": s.EVENT_TYPES}, ("since",))

@@ -932,7 +932,11 @@ def moment_input(value: str) -> str | None:
     value = value.strip()
     if not value:
         return None
-    return value + "Z" if LOCAL_TIME.match(value) else value
+    local = LOCAL_TIME.match(value)
+    if local is None:
+        return value
+    # Browsers leave the seconds out of a datetime-local value; RFC 3339 needs them.
+    return value + ("Z" if local.group(1) else ":00Z")
 
 
 def list_url(section: str, params: dict[str, str]) -> str:

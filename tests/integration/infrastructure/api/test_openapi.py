@@ -10,6 +10,7 @@ document allows is accepted and one it forbids is refused; a documented method l
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -39,11 +40,18 @@ def fixed_resolver(host: str, port: int) -> list[str]:
     return [PUBLIC_ADDRESS]
 
 
+# An installation whose SSRF policy lets every address through (and http): which
+# addresses a webhook may reach is its operator's policy, refused with a 422 naming `url`
+# (tests/unit/infrastructure/test_ssrf.py), not a shape a schema can say. The document's
+# URL pattern is the shape, and this installation takes every URL of that shape.
+EVERYWHERE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
+
+
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[Services]:
     """The embedded (SQLite) service only: this file tests the HTTP contract, not storage."""
-    built = build(Settings(data_dir=tmp_path / "data"))
-    guard = TargetGuard(resolver=fixed_resolver)
+    built = build(Settings(data_dir=tmp_path / "data", allowed_targets=EVERYWHERE))
+    guard = TargetGuard(allowed_networks=EVERYWHERE, allow_http=True, resolver=fixed_resolver)
     built.guard = guard
     built.webhooks.targets = guard
     yield built
@@ -231,14 +239,38 @@ def contract_services(services: Services) -> Iterator[Services]:
     del CONTRACT_APP.state.services
 
 
+# The key a case carries until it is sent: schemathesis builds some cases (its coverage
+# phase) before any test runs, and gives each the auth below.
+PLACEHOLDER = "Bearer wr_0000000000000000_placeholder"
+
+
+@schema.auth(refresh_interval=None)
+class StoreOfItsOwn:
+    """Schemathesis's auth: the Authorization header, so that a case that leaves it out
+    on purpose (to see it refused) is sent without it. `call_and_validate` puts a real
+    key in its place when the case is sent."""
+
+    def get(self, case: schemathesis.Case[Any], context: Any) -> str:
+        return PLACEHOLDER
+
+    def set(self, case: schemathesis.Case[Any], data: str, context: Any) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": data}
+
+
 def call_and_validate(case: schemathesis.Case[Any], services: Services) -> None:
-    """Send the case as a store of its own: what one generated request records (an
-    Idempotency-Key, a webhook) is no state another one meets — schemathesis draws
-    keys and bodies independently, and a key met again with another body is the 422
-    the document promises, not a disagreement."""
-    store = services.webhooks.create_store("Contract shop", Actor.system())
-    key = services.webhooks.create_api_key(UUID(store["storeId"]), None, Actor.system())
-    case.call_and_validate(headers={"Authorization": f"Bearer {key['apiKey']}"}, checks=CHECKS)
+    """Send the case with the system key of a store of its own: what one generated
+    request records (an Idempotency-Key, a webhook) is no state another meets —
+    schemathesis draws keys and bodies independently, and a key met again with another
+    body is the 422 the document promises, not a disagreement."""
+    signed = (case.headers or {}).get("Authorization") == PLACEHOLDER
+    if signed:
+        store = services.webhooks.create_store("Contract shop", Actor.system())
+        key = services.webhooks.create_api_key(UUID(store["storeId"]), None, Actor.system())
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {key['apiKey']}"}
+    response = case.call()
+    # A signed request is never refused for its key: the checks below saw real answers.
+    assert not (signed and response.status_code == 401), response.text
+    case.validate_response(response, checks=CHECKS)
 
 
 @schema.exclude(operation_id=UNDOCUMENTED_404).parametrize()

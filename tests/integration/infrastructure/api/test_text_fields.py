@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import pytest
 
 from infrastructure.api.app import ENDPOINTS
-from infrastructure.api.schemas import MULTILINE, SINGLE_LINE
+from infrastructure.api.schemas import MULTILINE, NAME, SINGLE_LINE
 from tests.integration.infrastructure.api.conftest import Api, Tenant
 from tests.integration.infrastructure.api.test_commerce_routes import (
     ADDRESS,
@@ -289,6 +289,7 @@ def test_every_string_field_of_a_request_is_classified() -> None:
             if leaf in NOT_PROSE or top in NOT_PROSE:
                 continue
             # Then each one that people read carries the text rule of domain.values
-            if sub.get("pattern") not in (SINGLE_LINE["pattern"], MULTILINE["pattern"]):
+            rules = (SINGLE_LINE["pattern"], MULTILINE["pattern"], NAME["pattern"])
+            if sub.get("pattern") not in rules:
                 unclassified.append(f"{endpoint.method} {endpoint.path} {where}")
     assert unclassified == []
