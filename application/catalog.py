@@ -176,7 +176,12 @@ def _entity(title: str, description: str, properties: dict[str, Schema]) -> Sche
 # An email address as stored: what its command accepted when it was recorded — an @ after
 # a local part, by every version's rule (new input's, domain.values.EMAIL_PATTERN, is
 # stricter and is the API's request schemas' to publish).
-EMAIL: Schema = {"type": "string", "pattern": "^[^@]+@", "description": "An email address."}
+EMAIL: Schema = {
+    "type": "string",
+    "pattern": "^[^@]+@",
+    "description": "An email address.",
+    "examples": ["customer@example.com"],
+}
 
 
 # Entity views (exactly ``application.views``) -------------------------------------------

@@ -48,6 +48,7 @@ MOMENT_PATTERN = (
     "([Zz]|([+-])([0-9]{2}):([0-9]{2}))$"
 )
 _MOMENT = re.compile(MOMENT_PATTERN.removesuffix("$") + "\\Z", re.ASCII)
+MOMENT_MESSAGE = "must be an ISO 8601 time with a time zone (RFC 3339), e.g. 2030-01-01T12:00:00Z"
 _EARLIEST, _LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 _KIND = re.compile(r"^[a-z_]+(\.[a-z_]*|\.\*)?$")
 # The `kind` filter as the API publishes it: 1 to 20 kinds or prefixes, comma-separated.
@@ -96,6 +97,10 @@ class Queries:
         """The store's events; with ``test``, its test events instead (ADR 0027). Test
         events come from no log position, so they page by time and id."""
         where = _Where("store_id = ?", str(store_id))
+        if cursor and CURSORS["test-events"].pattern.match(cursor):
+            test = True  # a cursor continues the list it came from
+        elif cursor and CURSORS["events"].pattern.match(cursor):
+            test = False
         if test:
             where.prefix("event_id", TEST_EVENT_PREFIX)
             where.add("position = 0")  # every test event's: the (store, position) index finds them
@@ -548,14 +553,20 @@ class Cursor:
 
 
 _POSITION = "([0-9]{1,18})"
+_TIME = "([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z)"
 CURSORS = {
     "events": Cursor("ev_", _POSITION),
+    "test-events": Cursor("te_", f"{_TIME}_(evt_test_[0-9a-f]{{32}})"),
+    "feed": Cursor("fd_", _POSITION),
     "deliveries": Cursor("dl_", _POSITION),
     # The time and entry id of an audit entry, as the read model stores them.
-    "audit": Cursor(
-        "au_",
-        "([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z)_([a-z]{1,20}:[0-9]{12,19})",
-    ),
+    "audit": Cursor("au_", f"{_TIME}_([a-z]{{1,20}}:[0-9]{{12,19}})"),
+    # The store entities' lists, by kind.
+    "customer": Cursor("cu_", _POSITION),
+    "product": Cursor("pr_", _POSITION),
+    "sku": Cursor("sk_", _POSITION),
+    "order": Cursor("or_", _POSITION),
+    "subscription": Cursor("su_", _POSITION),
 }
 
 
@@ -566,7 +577,7 @@ def _moment(value: str | None, field: str) -> str | None:
     """A time filter as the read models store times: UTC, microseconds, `Z`."""
     if value is None:
         return None
-    message = "must be an RFC 3339 time with a time zone, e.g. 2030-01-01T12:00:00Z"
+    message = MOMENT_MESSAGE
     found = _MOMENT.match(value)
     if found is None:
         raise InvalidRequest(message, field)

@@ -258,6 +258,34 @@ URL_PATTERN = (
 )
 
 
+URL_SHAPE = (
+    "must be an https URL whose host is a DNS name (its last label starting with a "
+    "letter; an IDN written as xn--…), a dotted IPv4 address or a bracketed IPv6 address, "
+    "with a port from 1 to 65535"
+)
+
+
+class _NotLookedUp(Exception):
+    """Raised instead of resolving a name: explaining a shape asks no DNS."""
+
+
+def _no_lookup(host: str, port: int) -> list[str]:
+    raise _NotLookedUp
+
+
+def url_problem(url: str) -> str:
+    """Why a URL without the published shape (`URL_PATTERN`) is refused: the guard's own
+    reason where it has one without resolving a name (a scheme, a user name, a loopback
+    or metadata address however it is spelled), else the shape it must have."""
+    try:
+        TargetGuard(resolver=_no_lookup).check_url(url)
+    except (UnsafeTarget, InvalidRequest) as error:
+        return str(error)
+    except _NotLookedUp:
+        pass
+    return URL_SHAPE
+
+
 def _split_url(url: str) -> tuple[str, str, str, int, IPAddress | None]:
     """(scheme, host as written, normalised host, port, IP if the host is a literal)."""
     if not url:

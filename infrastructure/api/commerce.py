@@ -10,7 +10,7 @@ from domain.customer import Customer
 from domain.order import Order
 from domain.subscription import Subscription
 from infrastructure.api import schemas as s
-from infrastructure.api.deliveries import ORDERING, UUID_PARAM, paging, queries, time_range
+from infrastructure.api.deliveries import UUID_PARAM, ordering, paging, queries, time_range
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
 from infrastructure.queries import ENTITY_LISTS, STATUSES
 
@@ -195,7 +195,7 @@ def _list(entity: str, plural: str, tag: str) -> Endpoint:
         tag,
         response=s.page_of(s.entity(entity)),
         errors=(401, 422),
-        query=(*_filters(entity), *time_range(f"{plural} created"), *ORDERING),
+        query=(*_filters(entity), *time_range(f"{plural} created"), *ordering(entity)),
     )
 
 

@@ -49,15 +49,15 @@ def time_range(what: str) -> tuple[QueryParam, ...]:
     )
 
 
-def ordering(list_name: str) -> tuple[QueryParam, ...]:
-    """`order`, `limit` and `cursor` of a read-side list."""
+def ordering(*list_names: str) -> tuple[QueryParam, ...]:
+    """`order`, `limit` and `cursor` of a read-side list (of these lists' cursors)."""
     return (
         QueryParam(
             "order",
             {"type": "string", "enum": ["newest", "oldest"], "default": "newest"},
             "Newest or oldest first.",
         ),
-        *paging_of(CURSORS[list_name]),
+        *paging_of(*(CURSORS[name] for name in list_names)),
     )
 
 

@@ -37,9 +37,12 @@ from domain.values import (
     Actor,
     text_problem,
 )
+from domain.webhook import EVENT_TYPE_PATTERNS
 from infrastructure.api.problems import ApiProblem, problem_for
 from infrastructure.bootstrap import Services
 from infrastructure.idempotency import fingerprint, sealing_context
+from infrastructure.queries import MOMENT_MESSAGE, MOMENT_PATTERN
+from infrastructure.ssrf import URL_PATTERN, url_problem
 
 JSON = dict[str, Any]
 MAX_BODY = 1024 * 1024
@@ -78,14 +81,32 @@ _EXPLAINED: dict[str, Callable[[str], str]] = {
     MULTILINE_TEXT_PATTERN: lambda value: text_problem(value, multiline=True) or "must be text",
     NAME_PATTERN: lambda value: text_problem(value) or "must not be empty",
     EMAIL_PATTERN: lambda value: "is not an email address",
+    URL_PATTERN: url_problem,
+    MOMENT_PATTERN: lambda value: MOMENT_MESSAGE,
 }
 _FORMATS = Draft202012Validator.FORMAT_CHECKER
 # What an Idempotency-Key header is (published in the document as this pattern): HTTP
 # trims a value's outer spaces, so it starts and ends with a visible character.
 IDEMPOTENCY_KEY_PATTERN = "^[!-~]([ -~]{0,253}[!-~])?$"
 _KEY_SHAPE = re.compile(IDEMPOTENCY_KEY_PATTERN.removesuffix("$") + "\\Z")
+
+
+def _enum(validator: Any, enum: list[Any], instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """`enum`, saying what a long list is rather than listing it (event types, currencies)."""
+    if instance in enum and not isinstance(instance, bool):
+        return
+    if len(enum) <= 8:
+        yield ValidationError(f"{instance!r} is not one of {enum!r}")
+    elif set(enum) <= set(EVENT_TYPE_PATTERNS):
+        yield ValidationError(f"{instance!r} is not a known event type or pattern")
+    else:
+        yield ValidationError(f"{instance!r} is not one of the values the document lists")
+
+
 Validator = validators.extend(
-    Draft202012Validator, validators={"pattern": _ecma_pattern}, type_checker=_STRICT_INTEGERS
+    Draft202012Validator,
+    validators={"pattern": _ecma_pattern, "enum": _enum},
+    type_checker=_STRICT_INTEGERS,
 )
 
 
@@ -281,7 +302,11 @@ class Endpoint:
             if raw is None:
                 continue
             value: Any = raw
-            if validator.schema.get("type") == "integer":
+            if validator.schema.get("type") == "boolean":
+                if raw not in ("true", "false"):
+                    raise _parameter_problem(name, "must be true or false")
+                value = raw == "true"
+            elif validator.schema.get("type") == "integer":
                 digits = raw.lstrip("0") or "0"
                 if not (raw.isascii() and raw.isdigit()):
                     raise _parameter_problem(name, "must be a whole number")

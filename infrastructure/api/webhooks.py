@@ -10,6 +10,7 @@ from application.errors import InvalidRequest
 from application.resend import Resend, Resent
 from application.views import timestamp
 from domain.delivery import EVENT_ID_PATTERN
+from domain.webhook import EVENT_TYPE_PATTERNS
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
 from infrastructure.queries import MOMENT_PATTERN, Cursor, Queries, parse_moment
@@ -136,16 +137,15 @@ LIMIT = QueryParam(
 )
 
 
-def paging_of(cursor: Cursor) -> tuple[QueryParam, ...]:
+def paging_of(*cursors: Cursor) -> tuple[QueryParam, ...]:
     """`limit`, and `cursor` as the list's cursors look (opaque: pass `nextCursor` on)."""
-    return (
-        LIMIT,
-        QueryParam(
-            "cursor",
-            {"type": "string", "pattern": cursor.schema_pattern},
-            "The `nextCursor` of the previous page.",
-        ),
-    )
+    return (LIMIT, cursor_param(*cursors, description="The `nextCursor` of the previous page."))
+
+
+def cursor_param(*cursors: Cursor, description: str) -> QueryParam:
+    """`cursor`, published as the shapes of the list's cursors (any of them)."""
+    shapes = "|".join(f"{cursor.prefix}{cursor.key}" for cursor in cursors)
+    return QueryParam("cursor", {"type": "string", "pattern": f"^({shapes})$"}, description)
 
 
 PAGING = paging_of(WEBHOOK_CURSOR)
@@ -166,8 +166,7 @@ TEST = s.body(
     {
         "eventType": {
             "type": "string",
-            "minLength": 1,
-            "maxLength": 100,
+            "enum": [name for name in EVENT_TYPE_PATTERNS if not name.endswith("*")],
             "examples": ["order.paid"],
             "description": "One of the webhook's event types; by default the first it listens to.",
         }

@@ -191,7 +191,7 @@ async def test_a_range_that_ends_before_it_begins_selects_nothing(api: Api) -> N
     ]
 
     # Then each is taken, and says it sent nothing
-    assert [(a.status_code, a.json()) for a in answers] == [(202, {"count": 0})] * 4
+    assert [(a.status_code, a.json()["count"]) for a in answers] == [(202, 0)] * 4
 
 
 async def test_a_disable_reason_without_disabling_is_refused(api: Api) -> None:
