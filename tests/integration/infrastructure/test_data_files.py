@@ -1,21 +1,20 @@
 """Embedded data files are private (issue #12, item 14): every SQLite file of the data
-directory — event stores, read models, schedule, idempotency keys, and their -wal and
--shm companions — is readable and writable by its owner only (0600), whatever the umask
-and even in a data directory that is open to others (0755)."""
+directory — event stores (with the schedule and idempotency keys beside them), read
+models, and their -wal and -shm companions — is readable and writable by its owner only
+(0600), whatever the umask and even in a data directory that is open to others (0755)."""
 
 from __future__ import annotations
 
 import os
 import stat
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
 import pytest
 
 from domain.values import Actor
-from infrastructure.bootstrap import build, open_schedule
+from infrastructure.bootstrap import build
 from infrastructure.settings import Settings
 
 
@@ -33,7 +32,6 @@ def modes(folder: Path) -> dict[str, int]:
 def use(settings: Settings) -> None:
     """Start the embedded services, write to every store, and stop."""
     services = build(settings)
-    schedule = open_schedule(settings)
     try:
         store = UUID(services.webhooks.create_store("Shop", Actor.system())["storeId"])
         services.webhooks.create_webhook(
@@ -41,11 +39,8 @@ def use(settings: Settings) -> None:
         )
         services.commerce.register_customer(store, "a@b.example", "A", None, Actor.system())
         services.dispatch.process_new_events()
-        schedule.catch_up(services.dispatch)
         services.read_models.catch_up_all()
-        services.idempotency.purge(datetime.now(UTC))
     finally:
-        schedule.close()
         services.close()
 
 
@@ -61,7 +56,7 @@ def test_every_data_file_is_private_in_a_folder_open_to_others(
 
     # Then every file it made is readable and writable by its owner only
     files = modes(data)
-    assert {"commerce.sqlite", "readmodels.sqlite", "schedule.sqlite"} <= files.keys()
+    assert {"commerce.sqlite", "dispatch.sqlite", "readmodels.sqlite"} <= files.keys()
     assert {name: mode for name, mode in files.items() if mode != 0o600} == {}
 
 

@@ -543,7 +543,7 @@ def test_a_live_table_made_before_a_column_existed_is_filled_again_with_it(
         run_workload(first)
         catch_up(first.read_models)
         expected = first.read_models.checksum()
-        with first.read_models.db.transaction() as c:
+        with transaction(first.read_models.recorder.datastore) as c:
             c.execute("ALTER TABLE rm_attempts DROP COLUMN response_body_encoding")
     finally:
         first.close()

@@ -28,7 +28,6 @@ from domain.values import Actor
 from infrastructure.bootstrap import Services, build, open_queue, start_dispatcher, start_worker
 from infrastructure.logs import configure_logging
 from infrastructure.queries import Queries
-from infrastructure.readmodels import StalePosition
 from infrastructure.secrets import MasterKey
 from infrastructure.settings import Settings
 from infrastructure.ssrf import parse_allowed_targets
@@ -271,12 +270,8 @@ def _refuse_attempts(services: Services) -> Any:
 
 def _shown(shop: Shop, webhook_id: str) -> dict[str, Any]:
     """The webhook's delivery as the API answers it, once the read models caught up."""
-    while True:
-        try:
-            if not shop.services.read_models.catch_up_all():
-                break
-        except StalePosition:
-            continue
+    while shop.services.read_models.catch_up_all():
+        pass
     queries = Queries(shop.services.read_models)
     (listed,) = queries.list_deliveries(shop.store_id, webhook_id=webhook_id)["data"]
     return queries.get_delivery(shop.store_id, listed["id"])

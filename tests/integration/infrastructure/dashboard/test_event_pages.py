@@ -218,11 +218,11 @@ async def test_an_attempt_that_was_never_sent_shows_why(signed_in: Dashboard) ->
     signed_in.webhook()
     event_id = customer_registered(signed_in)
     [delivery] = deliveries(signed_in, event_id)
-    delivery_id = UUID(str(delivery["delivery_id"]))
+    ref = signed_in.services.dispatch.ref(UUID(str(delivery["delivery_id"])))
     signed_in.services.dispatch.record_attempts(
         [
             AttemptResult(
-                delivery_id,
+                ref,
                 1,
                 datetime.now(UTC),
                 0.0,
@@ -235,7 +235,7 @@ async def test_an_attempt_that_was_never_sent_shows_why(signed_in: Dashboard) ->
     signed_in.services.dispatch.record_attempts(
         [
             AttemptResult(
-                delivery_id,
+                ref,
                 2,
                 datetime.now(UTC),
                 5.0,
