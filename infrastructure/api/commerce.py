@@ -151,8 +151,11 @@ def _read(kind: type, entity: str, plural: str, tag: str) -> Endpoint:
 
 
 _FILTER_PARAMS: dict[str, tuple[JSON, str]] = {
-    "email": ({"type": "string", "format": "email"}, "Only the customer with this email."),
-    "code": ({"type": "string", "minLength": 1}, "Only SKUs with this code."),
+    "email": (
+        {**s.SINGLE_LINE, "minLength": 1, "maxLength": 254},
+        "Only the customer with this email.",
+    ),
+    "code": ({**s.SINGLE_LINE, "minLength": 1, "maxLength": 254}, "Only SKUs with this code."),
     "customerId": (UUID_PARAM, "Only those of this customer."),
     "productId": (UUID_PARAM, "Only those of this product."),
     "variantId": (UUID_PARAM, "Only those of this variant."),

@@ -9,17 +9,14 @@ handler in a worker thread (our applications are synchronous), answer JSON or a 
 
 from __future__ import annotations
 
-import functools
 import inspect
 import json
-import re
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 from uuid import UUID
 
-from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -29,85 +26,24 @@ from starlette.routing import Route
 from application.errors import ConcurrentChange, InvalidRequest, NotFound, Unauthenticated
 from application.idempotency import AlreadyAnswered, Answer, KeyedCommand, KeyRecord, keyed
 from application.webhooks import Principal
-from domain.values import (
-    EMAIL_PATTERN,
-    MULTILINE_TEXT_PATTERN,
-    NAME_PATTERN,
-    TEXT_PATTERN,
-    Actor,
-    text_problem,
-)
-from domain.webhook import EVENT_TYPE_PATTERNS
+from domain.values import TEXT_PATTERN, Actor
 from infrastructure.api.problems import ApiProblem, problem_for
+from infrastructure.api.validation import (
+    FORMATS,
+    IDEMPOTENCY_KEY_PATTERN,
+    Validator,
+    check_query,
+    matches,
+    parse_json,
+)
 from infrastructure.bootstrap import Services
 from infrastructure.idempotency import fingerprint, sealing_context
-from infrastructure.queries import MOMENT_MESSAGE, MOMENT_PATTERN
-from infrastructure.ssrf import URL_PATTERN, url_problem
 
 JSON = dict[str, Any]
 MAX_BODY = 1024 * 1024
 IDEMPOTENCY_KEY = "Idempotency-Key"
 # Answers that show a signing secret must not be kept by any cache (ADR 0024).
 NO_STORE = {"Cache-Control": "no-store"}
-
-# JSON Schema counts 2.0 as an integer; our quantities, stock levels and timeouts are
-# whole numbers, so a float is refused rather than stored as 2.0 or multiplied into money.
-_STRICT_INTEGERS = Draft202012Validator.TYPE_CHECKER.redefine(
-    "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
-)
-
-
-def _ecma_pattern(
-    validator: Any, pattern: str, instance: Any, schema: Any
-) -> Iterator[ValidationError]:
-    r"""`pattern` as JSON Schema means it (ECMA 262), not as Python's `re` reads it: a
-    closing `$` is the end of the string — Python's also matches before a final line
-    feed, which let "value\n" through `^[^\n]*$` — and `\d`, `\w` are ASCII."""
-    if isinstance(instance, str) and not _compiled(pattern).search(instance):
-        explain = _EXPLAINED.get(pattern)
-        yield ValidationError(explain(instance) if explain else f"does not match {pattern!r}")
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    if pattern.endswith("$") and not pattern.endswith("\\$"):
-        pattern = pattern[:-1] + "\\Z"
-    return re.compile(pattern, re.ASCII)
-
-
-# What a value that does not fit one of the shared patterns is told, in words.
-_EXPLAINED: dict[str, Callable[[str], str]] = {
-    TEXT_PATTERN: lambda value: text_problem(value) or "must be text",
-    MULTILINE_TEXT_PATTERN: lambda value: text_problem(value, multiline=True) or "must be text",
-    NAME_PATTERN: lambda value: text_problem(value) or "must not be empty",
-    EMAIL_PATTERN: lambda value: "is not an email address",
-    URL_PATTERN: url_problem,
-    MOMENT_PATTERN: lambda value: MOMENT_MESSAGE,
-}
-_FORMATS = Draft202012Validator.FORMAT_CHECKER
-# What an Idempotency-Key header is (published in the document as this pattern): HTTP
-# trims a value's outer spaces, so it starts and ends with a visible character.
-IDEMPOTENCY_KEY_PATTERN = "^[!-~]([ -~]{0,253}[!-~])?$"
-_KEY_SHAPE = re.compile(IDEMPOTENCY_KEY_PATTERN.removesuffix("$") + "\\Z")
-
-
-def _enum(validator: Any, enum: list[Any], instance: Any, schema: Any) -> Iterator[ValidationError]:
-    """`enum`, saying what a long list is rather than listing it (event types, currencies)."""
-    if instance in enum and not isinstance(instance, bool):
-        return
-    if len(enum) <= 8:
-        yield ValidationError(f"{instance!r} is not one of {enum!r}")
-    elif set(enum) <= set(EVENT_TYPE_PATTERNS):
-        yield ValidationError(f"{instance!r} is not a known event type or pattern")
-    else:
-        yield ValidationError(f"{instance!r} is not one of the values the document lists")
-
-
-Validator = validators.extend(
-    Draft202012Validator,
-    validators={"pattern": _ecma_pattern, "enum": _enum},
-    type_checker=_STRICT_INTEGERS,
-)
 
 
 @dataclass(frozen=True)
@@ -132,6 +68,13 @@ class QueryParam:
     name: str
     schema: JSON
     description: str
+
+    def __post_init__(self) -> None:
+        # No query parameter holds a control character (`check_query`): a string one that
+        # says nothing stricter is published with the text rule, so the document says so.
+        plain = not ({"pattern", "enum", "format", "const"} & self.schema.keys())
+        if self.schema.get("type") == "string" and plain:
+            object.__setattr__(self, "schema", {**self.schema, "pattern": TEXT_PATTERN})
 
 
 # Handlers are synchronous (run in a worker thread), or coroutines for the few that wait
@@ -161,10 +104,10 @@ class Endpoint:
 
     def __post_init__(self) -> None:
         if self.request is not None:
-            validator = Validator(self.request, format_checker=Draft202012Validator.FORMAT_CHECKER)
+            validator = Validator(self.request, format_checker=FORMATS)
             object.__setattr__(self, "_validator", validator)
         # Query parameters are checked against the very schemas the document publishes.
-        checks = {q.name: Validator(q.schema, format_checker=_FORMATS) for q in self.query}
+        checks = {q.name: Validator(q.schema, format_checker=FORMATS) for q in self.query}
         object.__setattr__(self, "_query_validators", checks)
 
     @property
@@ -186,8 +129,7 @@ class Endpoint:
         services: Services = request.app.state.services
         principal = await run_in_threadpool(authenticate, services, request)
         path = {name: str(request.path_params[name]) for name in self.path_ids}
-        _check_query(request)
-        self._check_parameters(request)
+        check_query(request, self._query_validators)
         ids = {name: _uuid(value) for name, value in path.items() if name == "id"}
         raw = await read_body(request)
         body = self._validate(raw)
@@ -196,7 +138,7 @@ class Endpoint:
         key = request.headers.get("idempotency-key")
         if not self.command or key is None:
             return await self._run(call)
-        if not _KEY_SHAPE.match(key):
+        if not matches(IDEMPOTENCY_KEY_PATTERN, key):
             raise InvalidRequest(
                 "must be 1 to 255 visible ASCII characters (spaces only between them)",
                 field=IDEMPOTENCY_KEY,
@@ -294,34 +236,12 @@ class Endpoint:
             headers=headers,
         )
 
-    def _check_parameters(self, request: Request) -> None:
-        """Each documented query parameter given, against its schema (an integer read
-        from its digits); a 422 naming the first that does not fit."""
-        for name, validator in self._query_validators.items():
-            raw = request.query_params.get(name)
-            if raw is None:
-                continue
-            value: Any = raw
-            if validator.schema.get("type") == "boolean":
-                if raw not in ("true", "false"):
-                    raise _parameter_problem(name, "must be true or false")
-                value = raw == "true"
-            elif validator.schema.get("type") == "integer":
-                digits = raw.lstrip("0") or "0"
-                if not (raw.isascii() and raw.isdigit()):
-                    raise _parameter_problem(name, "must be a whole number")
-                # More digits than any bound we set: too large, without int() of them all.
-                value = int(digits) if len(digits) <= 18 else 10**18
-            error = next(iter(validator.iter_errors(value)), None)
-            if error is not None:
-                raise _parameter_problem(name, error.message)
-
     def _validate(self, raw: bytes) -> JSON:
         if self._validator is None:
             if raw.strip():
                 raise ApiProblem(400, "this endpoint takes no request body")
             return {}
-        body: Any = {} if not raw.strip() else _parse(raw)
+        body: Any = {} if not raw.strip() else parse_json(raw)
         errors = sorted(self._validator.iter_errors(body), key=lambda e: list(e.absolute_path))
         if errors:
             raise ApiProblem(
@@ -381,75 +301,6 @@ async def read_body(request: Request) -> bytes:
     if raw.strip() and media_type != "application/json" and not media_type.endswith("+json"):
         raise ApiProblem(415, "send the request body as application/json")
     return raw
-
-
-def _parse(raw: bytes) -> Any:
-    try:
-        body = json.loads(raw, parse_constant=_refuse_constant, parse_float=_number)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ApiProblem(400, f"the request body is not valid JSON: {error}") from None
-    except RecursionError:
-        raise ApiProblem(400, "the request body is nested too deeply") from None
-    # A lone surrogate ("\ud800") is valid JSON but no Unicode text: refuse it here,
-    # naming where it is, rather than fail when the event is stored.
-    where = _surrogate_in(body, "")
-    if where is not None:
-        field_ = where.lstrip(".") or "body"
-        message = "must not contain a lone surrogate (an unpaired \\ud800-\\udfff escape)"
-        raise ApiProblem(
-            422, "the request body has invalid fields", [{"field": field_, "message": message}]
-        )
-    return body
-
-
-def _surrogate_in(value: Any, path: str) -> str | None:
-    """The path of the first string (or property name) holding a lone surrogate."""
-    if isinstance(value, str):
-        return path if _SURROGATE.search(value) else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if _SURROGATE.search(key):
-                return f"{path}.{key.encode('utf-8', 'replace').decode()}"
-            found = _surrogate_in(item, f"{path}.{key}")
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _surrogate_in(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
-
-
-_SURROGATE = re.compile("[\\ud800-\\udfff]")
-
-
-def _parameter_problem(name: str, message: str) -> ApiProblem:
-    return ApiProblem(422, "a query parameter is invalid", [{"field": name, "message": message}])
-
-
-def _check_query(request: Request) -> None:
-    """Query parameters are filters and cursors: none of them holds a control character
-    (a NUL would reach PostgreSQL, which cannot compare text with it)."""
-    for name, value in request.query_params.multi_items():
-        problem = text_problem(value)
-        if problem is not None:
-            raise ApiProblem(
-                422, "a query parameter is invalid", [{"field": name, "message": problem}]
-            )
-
-
-def _number(literal: str) -> int | float:
-    """A JSON number with a fraction or exponent. JSON (and JSON Schema) do not tell 2.0
-    from 2: an integral one is the integer, so `"stock": 16011.0` is the whole number
-    the document's `integer` promises to accept; any other stays a float."""
-    value = float(literal)
-    return int(value) if value.is_integer() else value
-
-
-def _refuse_constant(name: str) -> Any:
-    # Python's json reads NaN and Infinity, which are not JSON and no valid number here.
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def _field(error: ValidationError) -> str:

@@ -11,8 +11,9 @@ from typing import Any
 
 from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
-from infrastructure.api.endpoint import IDEMPOTENCY_KEY_PATTERN, Endpoint
+from infrastructure.api.endpoint import Endpoint
 from infrastructure.api.problems import PROBLEM, TITLES
+from infrastructure.api.validation import IDEMPOTENCY_KEY_PATTERN
 
 JSON = dict[str, Any]
 PATH_SCHEMAS: dict[str, JSON] = {
