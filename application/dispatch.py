@@ -43,6 +43,7 @@ from application.schedule import schedule_write
 from application.transcodings import register_store_transcodings
 from domain.base import StoreAggregate
 from domain.delivery import (
+    BodyEncoding,
     CircuitPolicy,
     Delivery,
     DeliveryAttempted,
@@ -86,6 +87,7 @@ class AttemptResult:
     response_body: str = ""
     retry_after: float | None = None
     final: bool = False  # no retry whatever the outcome (e.g. the webhook was deleted)
+    response_body_encoding: BodyEncoding = "text"  # or "base64" (domain.delivery)
 
     @property
     def delivery_id(self) -> UUID:
@@ -324,6 +326,7 @@ class Dispatch(NotifiesOnRecord, Application[UUID]):
             random=self.random,
             retry_after=result.retry_after if result.status_code in (429, 503) else None,
             final=result.gone or result.final,
+            response_body_encoding=result.response_body_encoding,
         )
 
     # Send again ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ Hierarchy (each maps to one HTTP status at the API edge):
     ├── NotFound            an id that does not exist, or belongs to another store (404)
     ├── Conflict            a request that clashes with existing state (409)
     │   └── ConcurrentChange    other writers kept changing what it changes (409)
+    │   └── WebhookLimitReached   one webhook more than a store may have (409)
     └── InvalidRequest      a request whose fields are wrong (422)
         └── UnsafeTarget    a webhook URL that points somewhere we must never send (422)
 
@@ -38,6 +39,10 @@ class Conflict(ApplicationError):
 class ConcurrentChange(Conflict):
     """A command lost the race to save every time it ran (application.contention): rare,
     counted, and worth sending again — unlike a rule's refusal, it says nothing of state."""
+
+
+class WebhookLimitReached(Conflict):
+    """The store already has as many webhooks as the installation allows."""
 
 
 class InvalidRequest(ApplicationError):

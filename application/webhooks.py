@@ -20,15 +20,15 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import JSONTranscoder, ProcessRecorder
 
 from application.contention import Contention
-from application.errors import InvalidRequest, NotFound, Unauthenticated
+from application.errors import InvalidRequest, NotFound, Unauthenticated, WebhookLimitReached
 from application.idempotency import KeyedSaves
 from application.ports import SecretKeeper, TargetPolicy
 from application.recorded import NotifiesOnRecord
 from application.transcodings import register_store_transcodings
 from application.views import timestamp
-from domain.tenancy import ApiKey, Store
+from domain.tenancy import ApiKey, DashboardSession, Store
 from domain.values import Actor
-from domain.webhook import Webhook
+from domain.webhook import Webhook, check_headers
 
 JSON = dict[str, Any]
 R = TypeVar("R")  # what a command on a webhook answers: its JSON, or None
@@ -63,6 +63,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         keeper: SecretKeeper,
         clock: Callable[[], datetime] | None = None,
         contention: Contention | None = None,
+        max_webhooks: int | None = None,
     ) -> None:
         super().__init__(env)
         self.targets = targets
@@ -72,6 +73,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         # Called with a webhook enabled again, after it is saved: its record of failures
         # (the circuit breaker's) starts afresh at once (set by the composition root).
         self.forgive: Callable[[UUID], None] = lambda webhook_id: None
+        self.max_webhooks = max_webhooks  # per store; None: no limit
 
     def construct_recorder(self) -> ProcessRecorder:
         # A process application: the webhook policies follow the dispatch log into it
@@ -85,7 +87,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
     # Stores and keys -----------------------------------------------------------------
 
     def create_store(self, name: str, actor: Actor) -> JSON:
-        store = Store(name, actor)
+        store = Store.open(name, actor)
         self.save(store)
         return {"storeId": str(store.id), "name": store.name}
 
@@ -94,7 +96,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         self._store(store_id)
         key_id = secrets.token_hex(8)
         api_key = f"{_KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-        key = ApiKey(key_id, store_id, hash_api_key(api_key), principal, actor)
+        key = ApiKey.issue(key_id, store_id, hash_api_key(api_key), principal, actor)
         self.save(key)
         return {
             "keyId": key_id,
@@ -123,6 +125,36 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
             raise Unauthenticated("the API key is not valid or was revoked")
         return Principal(key.store_id, key.key_id, key.acts_as)
 
+    # Dashboard sessions --------------------------------------------------------------
+
+    def start_session(self, principal: Principal, expires_at: datetime) -> UUID:
+        """A dashboard session of this key's person (or system), open until ``expires_at``."""
+        session = DashboardSession(principal.store_id, principal.key_id, expires_at)
+        self.save(session)
+        return session.id
+
+    def session_is_open(self, session_id: UUID, principal: Principal) -> bool:
+        """Whether the session exists, belongs to this key, and was not ended."""
+        try:
+            session: object = self.repository.get(session_id)
+        except AggregateNotFoundError:
+            return False
+        return (
+            isinstance(session, DashboardSession)
+            and session.key_id == principal.key_id
+            and not session.ended
+            and self.clock() < session.expires_at
+        )
+
+    def end_session(self, session_id: UUID, actor: Actor) -> None:
+        try:
+            session: object = self.repository.get(session_id)
+        except AggregateNotFoundError:
+            return
+        if isinstance(session, DashboardSession):
+            session.end(actor)
+            self.save(session)
+
     # Webhooks ------------------------------------------------------------------------
 
     def create_webhook(
@@ -142,7 +174,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         self.targets.check_url(url)
         webhook_id = uuid4()
         secret, sealed_secret = self.keeper.new_secret(webhook_id)
-        headers = headers or {}
+        headers = check_headers(headers or {})
         sealed_headers = self.keeper.seal_headers(webhook_id, headers) if headers else None
 
         def register() -> JSON:
@@ -164,6 +196,9 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
             )
             result = {**webhook_view(webhook), "secret": secret}
             store = self._store(store_id)
+            # Counted on the store version this save will be checked against: two
+            # creations at once cannot both take the last place.
+            self._check_room(store)
             store.add_webhook(webhook.id)  # the store lists its webhooks: it is written too
             self.save_answering(store, webhook, result=result)
             return result
@@ -171,24 +206,23 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         return self.contention.run([store_id], register, f"store {store_id}")
 
     def list_webhooks(
-        self, store_id: UUID, limit: int = 100, after: UUID | None = None
-    ) -> tuple[list[JSON], UUID | None]:
-        """A page of the store's webhooks in creation order, and the id to continue after."""
+        self, store_id: UUID, limit: int = 100, start: int = 0
+    ) -> tuple[list[JSON], int | None]:
+        """A page of the store's webhooks in creation order, from place ``start`` of its
+        index (which only grows: a place never moves), and the place to continue from."""
         ids = self._store(store_id).webhook_ids
-        if after is not None and after not in ids:
-            raise InvalidRequest("is not a cursor this API gave out", field="cursor")
-        start = ids.index(after) + 1 if after is not None else 0
         page: list[Webhook] = []
-        more = False
-        for webhook_id in ids[start:]:
-            webhook: Webhook = self.repository.get(webhook_id)
+        end = start
+        for index in range(start, len(ids)):
+            webhook: Webhook = self.repository.get(ids[index])
             if webhook.deleted:
                 continue
             if len(page) == limit:
-                more = True  # a live webhook after this page: there is a next page
-                break
+                # A live webhook after this page: the next page starts after the last one.
+                return [webhook_view(w) for w in page], end
             page.append(webhook)
-        return [webhook_view(w) for w in page], page[-1].id if more and page else None
+            end = index + 1
+        return [webhook_view(w) for w in page], None
 
     def get_webhook(self, store_id: UUID, webhook_id: UUID) -> Webhook:
         try:
@@ -217,7 +251,7 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
         if "url" in fields:
             self.targets.check_url(fields["url"])
         if "headers" in fields:
-            headers = fields.pop("headers") or {}
+            headers = check_headers(fields.pop("headers") or {})
             fields["header_names"] = list(headers)
             fields["sealed_headers"] = (
                 self.keeper.seal_headers(webhook_id, headers) if headers else None
@@ -325,6 +359,20 @@ class Webhooks(NotifiesOnRecord, KeyedSaves):
             return result
 
         return self.contention.run([webhook_id], attempt, f"webhook {webhook_id}")
+
+    def _check_room(self, store: Store) -> None:
+        if self.max_webhooks is None or len(store.webhook_ids) < self.max_webhooks:
+            return  # fewer ids than the limit, deleted ones included: room for sure
+        live = sum(1 for webhook_id in store.webhook_ids if not self._deleted(webhook_id))
+        if live >= self.max_webhooks:
+            raise WebhookLimitReached(
+                f"store {store.id} has {live} webhooks, the most this installation allows "
+                f"(WEBROUND_MAX_WEBHOOKS_PER_STORE={self.max_webhooks}); delete one first"
+            )
+
+    def _deleted(self, webhook_id: UUID) -> bool:
+        webhook: Webhook = self.repository.get(webhook_id)
+        return webhook.deleted
 
 
 def webhook_view(webhook: Webhook) -> JSON:

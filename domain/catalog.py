@@ -14,7 +14,7 @@ from eventsourcing.domain import event
 
 from domain.base import StoreAggregate
 from domain.errors import ForeignReference, InsufficientStock, InvalidValue
-from domain.values import Actor, Money
+from domain.values import Actor, Money, check_name, check_text
 
 
 class Product(StoreAggregate):
@@ -28,10 +28,11 @@ class Product(StoreAggregate):
 
     @classmethod
     def create(cls, store_id: UUID, name: str, description: str | None, actor: Actor) -> Product:
-        return cls(store_id, _check_name(name), description, actor)
+        return cls(store_id, _check_name(name), _check_description(description), actor)
 
     def update(self, actor: Actor, name: str | None = None, description: str | None = None) -> None:
         name = None if name in (None, self.name) else _check_name(name)
+        _check_description(description)
         # "" clears the description; None leaves it as it is.
         if description is not None and description == (self.description or ""):
             description = None
@@ -91,8 +92,7 @@ class Sku(StoreAggregate):
 
     @classmethod
     def create(cls, variant: Variant, code: str, price: Money, stock: int, actor: Actor) -> Sku:
-        if not code.strip():
-            raise InvalidValue("code", "must not be empty")
+        check_name("code", code)
         if stock < 0:
             raise InvalidValue("stock", f"cannot be negative (got {stock})")
         return cls(variant.store_id, variant.product_id, variant.id, code, price, stock, actor)
@@ -144,9 +144,7 @@ class Sku(StoreAggregate):
 
 
 def _check_name(name: str) -> str:
-    if not name.strip():
-        raise InvalidValue("name", "must not be empty")
-    return name
+    return check_name("name", name)
 
 
 def _check_attributes(attributes: dict[str, str]) -> dict[str, str]:
@@ -155,4 +153,10 @@ def _check_attributes(attributes: dict[str, str]) -> dict[str, str]:
     for key, value in attributes.items():
         if not key.strip() or not isinstance(value, str) or not value.strip():
             raise InvalidValue("attributes", f"attribute {key!r} needs a non-empty name and value")
+        check_name("attributes", key)
+        check_name(f"attributes.{key}", value)
     return dict(attributes)
+
+
+def _check_description(description: str | None) -> str | None:
+    return None if description is None else check_text("description", description, multiline=True)

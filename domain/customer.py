@@ -7,8 +7,9 @@ from uuid import UUID
 from eventsourcing.domain import event
 
 from domain.base import StoreAggregate
-from domain.errors import CustomerDeletionRequested, InvalidTransition, InvalidValue
-from domain.values import Actor, Address, check_email
+from domain.errors import CustomerDeletionRequested, InvalidTransition
+from domain.values import Actor, Address, check_email, check_text
+from domain.values import check_name as check_text_name
 
 
 class Customer(StoreAggregate):
@@ -30,7 +31,7 @@ class Customer(StoreAggregate):
     def register(
         cls, store_id: UUID, email: str, name: str, phone: str | None, actor: Actor
     ) -> Customer:
-        return cls(store_id, check_email(email), check_name(name), phone, actor)
+        return cls(store_id, check_email(email), check_name(name), _check_phone(phone), actor)
 
     def update(
         self,
@@ -44,7 +45,7 @@ class Customer(StoreAggregate):
             "email": None if email in (None, self.email) else check_email(email),
             "name": None if name in (None, self.name) else check_name(name),
             # "" clears the phone; None leaves it as it is.
-            "phone": None if phone is None or phone == (self.phone or "") else phone,
+            "phone": None if phone is None or phone == (self.phone or "") else _check_phone(phone),
         }
         if any(value is not None for value in changes.values()):
             self._updated(**changes, actor=actor)
@@ -70,7 +71,7 @@ class Customer(StoreAggregate):
 
     def save_address(self, address: Address, actor: Actor) -> None:
         self._check_accepts_changes()
-        self._address_saved(address=address, actor=actor)
+        self._address_saved(address=address.check_text(), actor=actor)
 
     @event("AddressSaved")
     def _address_saved(self, address: Address, actor: Actor) -> None:
@@ -99,6 +100,8 @@ class Customer(StoreAggregate):
 
 
 def check_name(name: str) -> str:
-    if not name.strip():
-        raise InvalidValue("name", "must not be empty")
-    return name
+    return check_text_name("name", name)
+
+
+def _check_phone(phone: str | None) -> str | None:
+    return None if phone is None else check_text("phone", phone)

@@ -8,10 +8,12 @@ webhook; it records each attempt and ends ``succeeded`` or ``failed``. The retry
 
 from __future__ import annotations
 
+import base64
+import codecs
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -116,6 +118,28 @@ class Envelope(Aggregate):
         self.body = body
 
 
+# How an attempt's response body excerpt is kept: as the text it is, when it is UTF-8
+# without NUL; else as base64 of its exact bytes (a gzip or binary answer, a NUL), so
+# every store (PostgreSQL text included) can hold it and nothing is lost.
+BodyEncoding = Literal["text", "base64"]
+
+
+def storable_excerpt(excerpt: bytes, *, cut: bool = False) -> tuple[str, BodyEncoding]:
+    """The first bytes of a response body as recorded: ``(text, "text")`` when they are
+    UTF-8 without NUL — where ``cut`` (the body went on) a character split by the cut is
+    left out —, else ``(base64 of the bytes, "base64")``."""
+    # Not final where the body was cut: a character split by the cut waits for bytes
+    # that never come, and is left out; any other invalid byte raises.
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    try:
+        text: str | None = decoder.decode(excerpt, final=not cut)
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and "\x00" not in text:
+        return text, "text"
+    return base64.b64encode(excerpt).decode("ascii"), "base64"
+
+
 @dataclass(frozen=True)
 class Attempt:
     number: int
@@ -127,6 +151,7 @@ class Attempt:
     response_headers: dict[str, str]
     response_body: str
     next_attempt_at: datetime | None
+    response_body_encoding: BodyEncoding = "text"
 
     @property
     def succeeded(self) -> bool:
@@ -189,6 +214,8 @@ class Delivery(Aggregate):
 
     @dataclass(frozen=True)
     class Attempted(Aggregate.Event):
+        """An attempt, as recorded. Version 2 added ``response_body_encoding``."""
+
         webhook_id: UUID
         store_id: UUID
         event_id: str
@@ -202,6 +229,21 @@ class Delivery(Aggregate):
         response_body: str
         next_attempt_at: datetime | None
         outcome: str
+        response_body_encoding: BodyEncoding
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            # Version 1 kept the body as text decoded with replacement characters, NUL
+            # included — which PostgreSQL's text cannot hold. Such a body becomes base64
+            # of that text's UTF-8 bytes; any other stays text.
+            body = state.get("response_body") or ""
+            if "\x00" in body:
+                state["response_body"] = base64.b64encode(body.encode("utf-8")).decode("ascii")
+                state["response_body_encoding"] = "base64"
+            else:
+                state["response_body_encoding"] = "text"
 
     @staticmethod
     def create_id(delivery_id: UUID) -> UUID:
@@ -275,6 +317,7 @@ class Delivery(Aggregate):
         random: Callable[[], float],
         retry_after: float | None = None,
         final: bool = False,
+        response_body_encoding: BodyEncoding = "text",
     ) -> Delivery.Attempted:
         """The event of attempt ``number`` of a delivery, made without reading it: at
         version ``number + 1`` (see the class). Its retry is decided by `verdict`. The
@@ -300,6 +343,7 @@ class Delivery(Aggregate):
             response_body=response_body,
             next_attempt_at=next_at,
             outcome=outcome,
+            response_body_encoding=response_body_encoding,
         )
 
     @event(Attempted)
@@ -318,6 +362,7 @@ class Delivery(Aggregate):
         response_body: str,
         next_attempt_at: datetime | None,
         outcome: str,
+        response_body_encoding: BodyEncoding,
     ) -> None:
         self.attempts.append(
             Attempt(
@@ -330,6 +375,7 @@ class Delivery(Aggregate):
                 response_headers,
                 response_body,
                 next_attempt_at,
+                response_body_encoding,
             )
         )
         self.next_attempt_at = next_attempt_at

@@ -18,7 +18,7 @@ from domain.errors import (
     PaymentExceedsDue,
     RefundExceedsPaid,
 )
-from domain.values import Actor, Money, check_currency
+from domain.values import Actor, Money, check_currency, check_text
 
 
 class OrderStatus(StrEnum):
@@ -153,6 +153,8 @@ class Order(StoreAggregate):
         self.amount_paid = self.amount_paid + amount
 
     def refund(self, amount: Money, reason: str | None, actor: Actor) -> None:
+        if reason is not None:
+            check_text("reason", reason, multiline=True)
         self._check_positive(amount)
         refundable = self.amount_paid - self.amount_refunded
         if refundable < amount:

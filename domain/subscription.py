@@ -13,7 +13,7 @@ from domain.base import StoreAggregate
 from domain.catalog import Sku
 from domain.customer import Customer
 from domain.errors import InvalidTransition, InvalidValue
-from domain.values import Actor, Money
+from domain.values import Actor, Money, check_text
 
 
 class SubscriptionStatus(StrEnum):
@@ -99,6 +99,8 @@ class Subscription(StoreAggregate):
         self.status = SubscriptionStatus.ACTIVE
 
     def record_payment_failure(self, reason: str | None, actor: Actor) -> None:
+        if reason is not None:
+            check_text("reason", reason, multiline=True)
         self._check_in(RUNNING, "record a failed payment for")
         self._payment_failed(reason=reason, actor=actor)
 

@@ -6,6 +6,8 @@ infrastructure under the master key); the domain never sees them in clear.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,29 +17,60 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.errors import InvalidTransition, InvalidValue
 from domain.event_types import EVENT_CLASSES
-from domain.values import Actor
+from domain.values import Actor, check_text
 
 TIMEOUT_RANGE = (1, 30)
 DEFAULT_TIMEOUT_SECONDS = 15
-# Headers a merchant may not set: transport framing, and the ones we sign or own.
+# Deliveries per second: at least one every 100 s (a slower rate spaces deliveries beyond
+# what any schedule means — and 1/rate overflowed time arithmetic), at most 10,000.
+RATE_LIMIT_RANGE = (0.01, 10_000.0)
+# Headers a merchant may not set: transport framing and hop-by-hop headers (the sender
+# sets or drops them), and the ones we sign or own. `accept-encoding` is ours: answers are
+# asked for uncompressed, so no decompression bomb reaches a worker.
 RESERVED_HEADERS = frozenset(
-    {"host", "content-type", "content-length", "transfer-encoding", "connection", "user-agent"}
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "user-agent",
+        "accept-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+        "expect",
+    }
 )
 RESERVED_HEADER_PREFIXES = ("webhook-", "webround-")
+# What an HTTP/1.1 request can carry, exactly (RFC 9110 §5.1, §5.5): a name is a token;
+# a value is visible ASCII, with spaces or tabs only between visible characters — no
+# line break, NUL or other control character, no leading or trailing white space, no
+# byte beyond ASCII (the sender writes headers as ASCII). Written in the syntax JSON
+# Schema and Python share: the API publishes these very patterns.
+HEADER_NAME_PATTERN = "^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$"
+HEADER_VALUE_PATTERN = "^([!-~]+([ \\t]+[!-~]+)*)?$"
+MAX_HEADER_VALUE = 2000
+_HEADER_NAME = re.compile(HEADER_NAME_PATTERN.removesuffix("$") + "\\Z")
+_HEADER_VALUE = re.compile(HEADER_VALUE_PATTERN.removesuffix("$") + "\\Z")
+
+
+# What a webhook may listen to: every event type, each entity's `entity.*`, or `*`.
+EVENT_TYPE_PATTERNS: tuple[str, ...] = (
+    "*",
+    *sorted(EVENT_CLASSES),
+    *sorted({f"{name.split('.', 1)[0]}.*" for name in EVENT_CLASSES}),
+)
 
 
 def check_event_types(patterns: list[str]) -> list[str]:
     """Exact event type names, ``entity.*`` or ``*``; anything unknown is refused."""
     if not patterns:
         raise InvalidValue("eventTypes", "list at least one event type, `entity.*` or `*`")
-    entities = {name.split(".", 1)[0] for name in EVENT_CLASSES}
     for pattern in patterns:
-        known = (
-            pattern == "*"
-            or pattern in EVENT_CLASSES
-            or (pattern.endswith(".*") and pattern[:-2] in entities)
-        )
-        if not known:
+        if pattern not in EVENT_TYPE_PATTERNS:
             raise InvalidValue("eventTypes", f"{pattern!r} is not a known event type or pattern")
     return sorted(set(patterns))
 
@@ -48,16 +81,38 @@ def matches(patterns: list[str], event_type: str) -> bool:
 
 
 def check_header_names(names: list[str]) -> list[str]:
+    seen: set[str] = set()
     for name in names:
         lowered = name.lower()
+        if not _HEADER_NAME.match(name):
+            raise InvalidValue("headers", f"{name!r} is not an HTTP header name")
         if lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIXES):
             raise InvalidValue(
                 "headers", f"the header {name!r} is set by us and cannot be overridden"
             )
+        if lowered in seen:
+            raise InvalidValue("headers", f"the header {name!r} is given twice")
+        seen.add(lowered)
     return sorted(names, key=str.lower)
 
 
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Custom headers exactly as the sender can send them (see above); checked before
+    their values are sealed, so the aggregate never sees them."""
+    check_header_names(list(headers))
+    for name, value in headers.items():
+        if len(value) > MAX_HEADER_VALUE or not _HEADER_VALUE.match(value):
+            raise InvalidValue(
+                f"headers.{name}",
+                "a header value is visible ASCII characters, with spaces or tabs only "
+                f"between them, at most {MAX_HEADER_VALUE} characters: no line break, no "
+                "control character, no leading or trailing space, nothing beyond ASCII",
+            )
+    return headers
+
+
 def check_description(text: str) -> str:
+    check_text("description", text, multiline=True)
     if len(text) > 1000:
         raise InvalidValue("description", "must be at most 1000 characters")
     return text
@@ -71,8 +126,11 @@ def check_timeout(seconds: int) -> int:
 
 
 def check_rate_limit(rate: float | None) -> float | None:
-    if rate is not None and rate <= 0:
-        raise InvalidValue("rateLimit", "must be a positive number of deliveries per second")
+    low, high = RATE_LIMIT_RANGE
+    if rate is not None and not (math.isfinite(rate) and low <= rate <= high):
+        raise InvalidValue(
+            "rateLimit", f"must be {low:g} to {high:g} deliveries per second (or null: no limit)"
+        )
     return rate
 
 
@@ -199,6 +257,7 @@ class Webhook(Aggregate):
         return self.enabled_at or self.created_on
 
     def disable(self, reason: str, actor: Actor) -> None:
+        check_text("disabledReason", reason, multiline=True)
         self._check_not_deleted()
         if self.enabled:
             self._disabled(reason=reason, actor=actor)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from application.errors import InvalidRequest
+from infrastructure import terminal
 from infrastructure.queries import MAX_LIMIT, Queries
 from infrastructure.terminal import moment_or_ago
 
@@ -70,9 +71,9 @@ def register(commands: Any) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from infrastructure.bootstrap import build
+    from infrastructure.startup import open_services
 
-    services = build(settings)
+    services = open_services(settings)
     try:
         catch_up(services)
         entries, more = entries_for(Queries(services.read_models), args)
@@ -83,7 +84,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         services.close()
     if args.json:
-        print(json.dumps(entries, indent=2, ensure_ascii=False))
+        # ASCII JSON, as the CLI's other commands print: no character of a merchant's
+        # text reaches the terminal raw (C1 controls, bidirectional overrides).
+        print(json.dumps(entries, indent=2, ensure_ascii=True))
     else:
         print(table(entries))
         if more:
@@ -131,23 +134,10 @@ def entries_for(queries: Queries, args: argparse.Namespace) -> tuple[list[JSON],
 
 
 def table(entries: list[JSON]) -> str:
-    """Time, kind, actor and summary of each entry, in aligned columns."""
-    if not entries:
-        return "no audit entries match"
-    header = ("TIME", "KIND", "ACTOR", "SUMMARY")
+    """Time, kind, actor and summary of each entry, in aligned columns, every cell
+    `printable` (merchants' text never drives the operator's terminal)."""
     rows = [
-        (
-            entry["occurredAt"][:19] + "Z",
-            entry["kind"],
-            entry["actor"] or "-",
-            entry["summary"],
-        )
+        (entry["occurredAt"][:19] + "Z", entry["kind"], entry["actor"] or "-", entry["summary"])
         for entry in entries
     ]
-    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(3)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
-        + "  "
-        + row[3]
-        for row in (header, *rows)
-    )
+    return terminal.table(("TIME", "KIND", "ACTOR", "SUMMARY"), rows, "no audit entries match")

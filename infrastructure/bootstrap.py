@@ -147,6 +147,7 @@ def _build(
         keeper=keeper,
         clock=clock,
         contention=counted_contention(Webhooks.name),
+        max_webhooks=settings.max_webhooks_per_store,
     )
     dispatch = Dispatch(
         env=application_env(settings, Dispatch.name),

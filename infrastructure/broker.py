@@ -155,7 +155,12 @@ def declare_deliver_actor(
         max_backoff=10_000,
         time_limit=120_000,
     )
-    return decorate(deliver)
+    actor = decorate(deliver)
+    # The actor's DEBUG line "Received args=…" is the whole message — the envelope with
+    # its customer data, the sealed secrets and headers: never emitted, whatever the
+    # root level (infrastructure/logs.py also withholds Dramatiq's arguments).
+    actor.logger.setLevel(max(actor.logger.level, logging.INFO))
+    return actor
 
 
 def enqueue(queue: Queue, message: dict[str, Any]) -> None:

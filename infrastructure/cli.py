@@ -29,6 +29,7 @@ from infrastructure import projections_cli
 from infrastructure.client import commands as client_commands
 from infrastructure.logs import configure_logging
 from infrastructure.settings import Settings, SettingsError, markdown_table
+from infrastructure.startup import StartupError
 
 if TYPE_CHECKING:
     from infrastructure.bootstrap import Services
@@ -50,6 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "settings":
         print(markdown_table() if args.markdown else settings)
         return 0
+    try:
+        return _run(settings, args)
+    except StartupError as error:
+        # An operator's error (a setting, the database): one line, no traceback.
+        print(f"webround: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.command in ("serve", "api"):
         host, port = args.host or settings.host, args.port or settings.port
         return _serve(
@@ -131,10 +141,10 @@ def _dispatchers(settings: Settings, *, as_json: bool) -> int:
     if settings.embedded:
         print("webround: embedded: one process (`webround serve`) dispatches everything")
         return 0
-    from infrastructure.bootstrap import build
     from infrastructure.leases import lease_table
+    from infrastructure.startup import open_services
 
-    services = build(settings)
+    services = open_services(settings)
     try:
         recorder: Any = services.dispatch.recorder
         rows = lease_table(recorder.datastore)
@@ -156,9 +166,9 @@ def _dispatchers(settings: Settings, *, as_json: bool) -> int:
 
 
 def _admin(settings: Settings, args: argparse.Namespace) -> int:
-    from infrastructure.bootstrap import build
+    from infrastructure.startup import open_services
 
-    services = build(settings)
+    services = open_services(settings)
     try:
         webhooks = services.webhooks
         if args.command == "stores":
@@ -185,15 +195,25 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
     import uvicorn
 
     from infrastructure.api.app import Server, create_app
-    from infrastructure.bootstrap import build, open_queue, start_dispatching, start_worker
+    from infrastructure.bootstrap import open_queue, start_dispatching, start_worker
+    from infrastructure.startup import open_services
 
     if demo:
-        # The demo receiver listens on loopback, which is otherwise refused (SSRF).
+        # The demo receiver listens on loopback, which is otherwise refused (SSRF): with
+        # it allowed, any store's webhook may reach this machine's loopback services and
+        # read 16 KiB of their answers. So the demo is for one person on one machine:
+        # never served beyond loopback.
+        if not _is_loopback(host):
+            raise StartupError(
+                f"--demo lets every store's webhooks reach 127.0.0.1 (for the demo "
+                f"receiver), so it serves on loopback only: not on {host} (--host, "
+                "WEBROUND_HOST); run without --demo to serve others"
+            )
         loopback = ipaddress.ip_network("127.0.0.1/32")
         settings = dataclasses.replace(
             settings, allowed_targets=(*settings.allowed_targets, loopback)
         )
-    services = build(settings)
+    services = open_services(settings)
     try:
         store_id = _first_start(services, host, port)
         if whole:
@@ -206,6 +226,12 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
 
             receiver = start_demo(services, store_id or _any_store(services))
             print(f"webround: demo receiver on {receiver.url}; store activity every 2 s")
+            print(
+                "webround: DEMO MODE IS SINGLE-USER: the webhooks of every store may target "
+                "127.0.0.1 here (for the demo receiver) and read its services' answers; "
+                "use it on your own machine only, never for other people's stores",
+                flush=True,
+            )
         print(f"webround: serving on http://{host}:{port} (data in {settings.data_dir})")
         # uvicorn re-raises the signal that stopped it; with the default handlers that
         # would end the process before `services.close()` records in-flight attempts.
@@ -224,13 +250,14 @@ def _background_role(settings: Settings, role: str) -> int:
     import signal
     import threading
 
-    from infrastructure.bootstrap import build, open_queue, start_dispatching, start_worker
-    from infrastructure.metrics import serve_process_metrics
+    from infrastructure.bootstrap import open_queue, start_dispatching, start_worker
+    from infrastructure.startup import open_services
 
     stop = threading.Event()
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, lambda *_: stop.set())
-    services = build(settings)
+    _serve_metrics(settings)  # before any work: a taken port stops the process at once
+    services = open_services(settings)
     try:
         queue = open_queue(services)
         if role == "dispatcher":
@@ -238,13 +265,36 @@ def _background_role(settings: Settings, role: str) -> int:
             start_dispatching(services, queue)
         else:
             start_worker(services, queue)
-        serve_process_metrics(settings)
         print(f"webround: {role} running (stop with SIGTERM)", flush=True)
         stop.wait()
         print(f"webround: {role} stopping: finishing what is in flight", flush=True)
     finally:
         services.close()
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve_metrics(settings: Settings) -> None:
+    from infrastructure.metrics import serve_process_metrics
+
+    try:
+        serve_process_metrics(settings)
+    except OSError as error:
+        raise StartupError(
+            f"cannot serve metrics on {settings.host}:{settings.metrics_port} "
+            f"(WEBROUND_METRICS_PORT): {error.strerror or error}; every process on a host "
+            "needs a port of its own (or leave it unset)"
+        ) from None
 
 
 def _any_store(services: Services) -> UUID:

@@ -8,16 +8,25 @@
   ``exception`` when there is a traceback.
 - ``text`` (the default): ``time level logger: message key=value …``.
 
-Every record passes `RedactingFilter` on the way out: anything shaped like a signing
-secret (``whsec_…``) or an API key (``wr_<16 hex>_…``) becomes ``[redacted]`` in the
-message, the extras and the traceback — whoever logged it. The API key shown on a first
-start is printed to the terminal, never logged.
+Every record passes `RedactingFilter` on the way out, whoever logged it:
+
+- anything shaped like a signing secret (``whsec_…``) or an API key (``wr_<16 hex>_…``)
+  becomes ``[redacted]`` in the message, the extras and the traceback;
+- records made by Dramatiq's code never show a message's arguments (an envelope with
+  customer data, sealed secrets and headers) — whatever the logger's name: an actor's
+  logger is named after the actor's module —: a message is shown as
+  ``deliver(message <id>)``, and arguments as ``[withheld]``;
+- PostgreSQL's ``DETAIL:`` lines (``Failing row contains (…)`` quotes a row's values)
+  become ``DETAIL: [withheld]`` in messages and tracebacks.
+
+The API key shown on a first start is printed to the terminal, never logged.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -45,9 +54,46 @@ _PLAIN = frozenset({int, float, bool, type(None)})
 
 
 def redact(text: str) -> str:
+    if "DETAIL:" in text:
+        text = _DETAIL.sub(r"\1DETAIL:  [withheld]", text)
     if _MARKERS[0] not in text and _MARKERS[1] not in text:
         return text
     return SECRET.sub(REDACTED, text)
+
+
+# Where Dramatiq's modules live: records they make have their arguments withheld.
+_DRAMATIQ = f"{os.sep}dramatiq{os.sep}"
+# PostgreSQL's detail line of an error, which may quote the values of a row.
+_DETAIL = re.compile(r"(^|\n)DETAIL:[^\n]*")
+WITHHELD = "[withheld]"
+
+
+def error_summary(error: BaseException) -> str:
+    """An exception as one line that may be logged: its class and the first line of its
+    message (a database's detail lines, which may quote stored values, are left out)."""
+    text = str(error).strip().split("\n", 1)[0][:300]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _withhold_arguments(record: logging.LogRecord) -> None:
+    """Dramatiq logs messages (``%s`` of a message is the actor call with every
+    argument) and actor arguments: keep ids, withhold the rest."""
+    args = record.args
+    if not args:
+        return
+    if isinstance(args, dict):
+        record.args = {key: _shown(value) for key, value in args.items()}
+    else:
+        record.args = tuple(_shown(value) for value in args)
+
+
+def _shown(value: object) -> object:
+    if type(value) in _PLAIN or isinstance(value, str | BaseException):
+        return value
+    message_id, actor = getattr(value, "message_id", None), getattr(value, "actor_name", None)
+    if isinstance(message_id, str) and isinstance(actor, str):
+        return f"{actor}(message {message_id})"
+    return WITHHELD
 
 
 def _redact_value(value: Any) -> Any:
@@ -72,6 +118,8 @@ class RedactingFilter(logging.Filter):
     """Replaces secrets and API keys with ``[redacted]`` in the message and the extras."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if _DRAMATIQ in record.pathname:
+            _withhold_arguments(record)
         try:
             message = record.getMessage()
         except Exception:  # a bad format string: log what there is rather than nothing

@@ -192,15 +192,12 @@ def exposition(gauges: Collector | None = None) -> bytes:
 
 
 def serve_process_metrics(settings: Settings) -> bool:
-    """Serve this process's metrics on ``WEBROUND_METRICS_PORT``, when it is set."""
+    """Serve this process's metrics on ``WEBROUND_METRICS_PORT``, when it is set; raises
+    `OSError` when the port cannot be had (taken by another process: each process on a
+    host needs a port of its own)."""
     if settings.metrics_port is None:
         return False
-    try:
-        start_http_server(settings.metrics_port, addr=settings.host)
-    except OSError as error:  # the port is taken: say so rather than run unobserved
-        raise SystemExit(
-            f"webround: cannot serve metrics on {settings.host}:{settings.metrics_port}: {error}"
-        ) from None
+    start_http_server(settings.metrics_port, addr=settings.host)
     log.info(
         "metrics on http://%s:%d/metrics",
         settings.host,

@@ -8,9 +8,12 @@ See docs/adr/0002-persistence.md.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -33,10 +36,10 @@ def application_env(settings: Settings, application_name: str) -> dict[str, str]
     cannot redirect our stores.
     """
     if settings.database_url is None:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database = private_file(settings.data_dir / f"{application_name.lower()}.sqlite")
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "SQLITE_DBNAME": str(settings.data_dir / f"{application_name.lower()}.sqlite"),
+            "SQLITE_DBNAME": str(database),
             "SQLITE_LOCK_TIMEOUT": "10",
         }
     else:
@@ -57,6 +60,29 @@ def application_env(settings: Settings, application_name: str) -> dict[str, str]
         env["PROCESS_RECORDER_TOPIC"] = follower_recorder_topic(settings.embedded)
     prefix = application_name.upper()
     return {f"{prefix}_{key}": value for key, value in env.items()}
+
+
+def private_file(path: Path) -> Path:
+    """``path``, a data file readable by this user only (0600) in a directory that is
+    theirs only (0700, when we create it): created empty before a library opens it with
+    its own mode (SQLite's is 0644 less the umask; it gives its -wal and -shm files the
+    mode of the database file), and tightened where an earlier version left it open."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        for existing in (
+            path,
+            path.with_name(path.name + "-wal"),
+            path.with_name(path.name + "-shm"),
+        ):
+            try:
+                mode = stat.S_IMODE(existing.stat().st_mode)
+            except FileNotFoundError:
+                continue
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                existing.chmod(mode & ~(stat.S_IRWXG | stat.S_IRWXO))
+    return path
 
 
 def postgres_env(database_url: str, pool_size: int = 4) -> dict[str, str]:

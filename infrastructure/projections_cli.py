@@ -56,9 +56,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
     from eventsourcing.persistence import IntegrityError
 
-    from infrastructure.bootstrap import build
+    from infrastructure.startup import open_services
 
-    services = build(settings)
+    services = open_services(settings)
     try:
         store = services.read_models
         if args.action == "rebuild":

@@ -6,8 +6,11 @@ dicts shaped as the API returns them (camelCase); lists are `{"data", "nextCurso
 Lists page by keyset on a strictly increasing key — events and deliveries by their log
 position, audit entries by (time, entry id) — so a page starts exactly after the last row
 of the previous one: rows recorded between two page requests neither shift nor repeat
-anything. Cursors are opaque (base64 of the list, the order and the key) and are refused
-for another list or the other order.
+anything. Cursors are opaque to clients; inside, a prefix names the list and the rest is
+the key of the row a page ends with (`CURSORS`): a cursor of another list is refused, one
+used with the other order continues from its place the other way. Every string of a
+cursor's published shape is a place in its list, so the API takes whatever its document
+allows.
 
 Filters are validated here, so the API and the CLI refuse the same input with the same
 message (`InvalidRequest` naming the field). Times are ISO 8601 with `Z` or an offset;
@@ -16,12 +19,12 @@ message (`InvalidRequest` naming the field). Times are ISO 8601 with `Z` or an o
 
 from __future__ import annotations
 
-import base64
-import binascii
+import functools
 import json
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -31,7 +34,7 @@ from domain.delivery import EVENT_ID_PATTERN, TEST_EVENT_PREFIX, is_test_event
 from domain.event_types import EVENT_CLASSES
 from domain.order import OrderStatus
 from domain.subscription import SubscriptionStatus
-from domain.webhook import matches
+from domain.webhook import EVENT_TYPE_PATTERNS, matches
 from infrastructure.readmodels import ReadModelStore
 from projections.readmodels import ENTITY_FILTERS
 
@@ -39,11 +42,20 @@ JSON = dict[str, Any]
 MAX_LIMIT = 200
 DELIVERY_STATUSES = ("pending", "succeeded", "failed")
 EVENT_ID = re.compile(EVENT_ID_PATTERN)
-_MOMENT = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
+# An RFC 3339 date-time (what JSON Schema's `date-time` is), published as this pattern.
+MOMENT_PATTERN = (
+    "^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\\.[0-9]+)?"
+    "([Zz]|([+-])([0-9]{2}):([0-9]{2}))$"
 )
+_MOMENT = re.compile(MOMENT_PATTERN.removesuffix("$") + "\\Z", re.ASCII)
+MOMENT_MESSAGE = "must be an ISO 8601 time with a time zone (RFC 3339), e.g. 2030-01-01T12:00:00Z"
+_EARLIEST, _LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 _KIND = re.compile(r"^[a-z_]+(\.[a-z_]*|\.\*)?$")
+# The `kind` filter as the API publishes it: 1 to 20 kinds or prefixes, comma-separated.
+KINDS_PATTERN = "^[a-z_]+([.][a-z_]*|[.][*])?(,[a-z_]+([.][a-z_]*|[.][*])?){0,19}$"
 _ENTITIES = {name.split(".", 1)[0] for name in EVENT_CLASSES}
+# Every value of the `eventType` filter: an exact type, or `entity.*`.
+EVENT_TYPE_FILTERS = [pattern for pattern in EVENT_TYPE_PATTERNS if pattern != "*"]
 
 # The filters of each entity list, by query parameter name (ids, text, or a status).
 ENTITY_LISTS: dict[str, tuple[str, ...]] = {
@@ -85,6 +97,10 @@ class Queries:
         """The store's events; with ``test``, its test events instead (ADR 0027). Test
         events come from no log position, so they page by time and id."""
         where = _Where("store_id = ?", str(store_id))
+        if cursor and CURSORS["test-events"].pattern.match(cursor):
+            test = True  # a cursor continues the list it came from
+        elif cursor and CURSORS["events"].pattern.match(cursor):
+            test = False
         if test:
             where.prefix("event_id", TEST_EVENT_PREFIX)
             where.add("position = 0")  # every test event's: the (store, position) index finds them
@@ -474,9 +490,9 @@ class _Where:
         self.add("(" + " OR ".join(parts) + ")", *params)
 
     def time_range(self, column: str, since: str | None, until: str | None) -> None:
+        # A range that ends where (or before) it begins holds nothing, and selects nothing:
+        # JSON Schema cannot say "later than", so the API takes what its document allows.
         start, end = _moment(since, "since"), _moment(until, "until")
-        if start is not None and end is not None and end <= start:
-            raise InvalidRequest("must be later than since", "until")
         if start is not None:
             self.add(f"{column} >= ?", start)
         if end is not None:
@@ -502,37 +518,56 @@ class _Keyset:
         return f"({', '.join(self.columns)}) {sign} ({marks})"
 
     def encode(self, row: JSON) -> str:
-        raw = json.dumps([self.name, self.order, *(row[c] for c in self.columns)])
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return CURSORS[self.name].prefix + "_".join(str(row[c]) for c in self.columns)
 
     def decode(self, cursor: str | None) -> list[Any] | None:
-        """The key a cursor starts after; refused unless this list, in this order, gave it."""
+        """The key a cursor starts after; refused unless it is a cursor of this list."""
         if not cursor:
             return None
-        try:
-            padded = cursor + "=" * (-len(cursor) % 4)
-            value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-        except (ValueError, binascii.Error, UnicodeError, RecursionError):
-            value = None
-        if (
-            not isinstance(value, list)
-            or len(value) != 2 + len(self.columns)
-            or value[0] != self.name
-            or value[1] not in ("newest", "oldest")
-            or not all(_fits(c, v) for c, v in zip(self.columns, value[2:], strict=True))
-        ):
+        found = CURSORS[self.name].pattern.match(cursor)
+        if found is None:
             raise InvalidRequest("is not a cursor this API gave out for this list", "cursor")
-        if value[1] != self.order:
-            raise InvalidRequest(
-                f"was given for {value[1]}-first order; ask with that order", "cursor"
-            )
-        return list(value[2:])
+        return [
+            int(v) if c == "position" else v
+            for c, v in zip(self.columns, found.groups(), strict=True)
+        ]
 
 
-def _fits(column: str, value: object) -> bool:
-    if column == "position":
-        return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
-    return isinstance(value, str) and "\x00" not in value
+@dataclass(frozen=True)
+class Cursor:
+    """What a list's cursors look like: a prefix naming the list, then the key of the row
+    a page ends with. Every string of that shape names a place in the list — a cursor
+    for the other order continues from it the other way, one made by hand is a place
+    like any other — so the API's published pattern (`schema`) is the whole rule."""
+
+    prefix: str
+    key: str  # the regular expression of the key, in the syntax JSON Schema shares
+
+    @property
+    def schema_pattern(self) -> str:
+        return f"^{self.prefix}{self.key}$"
+
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile(f"{self.prefix}{self.key}\\Z", re.ASCII)
+
+
+_POSITION = "([0-9]{1,18})"
+_TIME = "([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z)"
+CURSORS = {
+    "events": Cursor("ev_", _POSITION),
+    "test-events": Cursor("te_", f"{_TIME}_(evt_test_[0-9a-f]{{32}})"),
+    "feed": Cursor("fd_", _POSITION),
+    "deliveries": Cursor("dl_", _POSITION),
+    # The time and entry id of an audit entry, as the read model stores them.
+    "audit": Cursor("au_", f"{_TIME}_([a-z]{{1,20}}:[0-9]{{12,19}})"),
+    # The store entities' lists, by kind.
+    "customer": Cursor("cu_", _POSITION),
+    "product": Cursor("pr_", _POSITION),
+    "sku": Cursor("sk_", _POSITION),
+    "order": Cursor("or_", _POSITION),
+    "subscription": Cursor("su_", _POSITION),
+}
 
 
 # Validation ------------------------------------------------------------------------------
@@ -542,14 +577,32 @@ def _moment(value: str | None, field: str) -> str | None:
     """A time filter as the read models store times: UTC, microseconds, `Z`."""
     if value is None:
         return None
-    message = "must be an ISO 8601 time with a time zone, e.g. 2030-01-01T12:00:00Z"
-    if not _MOMENT.match(value):
+    message = MOMENT_MESSAGE
+    found = _MOMENT.match(value)
+    if found is None:
         raise InvalidRequest(message, field)
+    year, month, day, hour, minute, second = (int(g) for g in found.groups()[:6])
+    fraction, sign, offset_hours, offset_minutes = found.group(7, 9, 10, 11)
+    if hour > 23 or minute > 59 or second > 60:
+        raise InvalidRequest(message, field)
+    if offset_hours is not None and (int(offset_hours) > 23 or int(offset_minutes) > 59):
+        raise InvalidRequest(message, field)
+    # Any instant RFC 3339 can write is a bound: one before the year 1 or after 9999 is
+    # the earliest or latest time there is; a leap second is the end of its minute.
+    micro = int((fraction or ".0")[1:7].ljust(6, "0"))
+    if second == 60:
+        second, micro = 59, 999_999
     try:
-        # Python 3.11 reads any number of fractional digits, keeping microseconds.
-        m = datetime.fromisoformat(value.upper()).astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise InvalidRequest(message, field) from None
+        local = datetime(max(year, 1), month, day, hour, minute, second, micro)
+    except ValueError:
+        raise InvalidRequest(message, field) from None  # no such day (February 30)
+    offset = timedelta(hours=int(offset_hours or 0), minutes=int(offset_minutes or 0))
+    try:
+        m = (local - offset if sign == "+" else local + offset).replace(tzinfo=UTC)
+    except OverflowError:
+        m = _EARLIEST if sign == "+" else _LATEST
+    if year == 0:
+        m = _EARLIEST
     return (
         f"{m.year:04d}-{m.month:02d}-{m.day:02d}T"
         f"{m.hour:02d}:{m.minute:02d}:{m.second:02d}.{m.microsecond:06d}Z"
@@ -690,6 +743,7 @@ def _attempt(row: JSON) -> JSON:
         "detail": row["detail"],
         "responseHeaders": json.loads(row["response_headers"] or "{}"),
         "responseBody": row["response_body"] or "",
+        "responseBodyEncoding": row["response_body_encoding"] or "text",
         "nextAttemptAt": row["next_attempt_at"],
         "outcome": row["outcome"],
     }

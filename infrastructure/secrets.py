@@ -351,6 +351,10 @@ class SecretBox:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(key_id={self._key_id})"
 
+    @property
+    def key_id(self) -> str:
+        return self._key_id
+
     def seal(self, secret: SigningSecret, *, context: str) -> str:
         """Encrypt ``secret`` bound to ``context``; a fresh random nonce every time."""
         return self.seal_bytes(secret.reveal().encode("ascii"), context=context)
@@ -413,6 +417,12 @@ class SealingKeeper:
 
     def __init__(self, box: SecretBox) -> None:
         self._box = box
+
+    @property
+    def key_id(self) -> str:
+        """The master key's id (first 8 hex characters of its SHA-256): names it, reveals
+        nothing."""
+        return self._box.key_id
 
     def new_secret(self, webhook_id: UUID) -> tuple[str, str]:
         secret = SigningSecret.generate()

@@ -36,6 +36,11 @@ What one ``send`` does:
    content coding (``accept-encoding: identity``), so no decompression bomb is inflated.
    Once the status line and headers have arrived in time, the receiver has answered:
    a body that then stalls or breaks keeps the status and is noted in ``detail``.
+   The excerpt is kept as text when it is UTF-8 without NUL, else as base64 of its exact
+   bytes (``response_body_encoding``; `domain.delivery.storable_excerpt`): a gzip,
+   binary or NUL-bearing answer is recorded faithfully and every store can hold it.
+   Header values are text as httpx decodes them (UTF-8, else ISO-8859-1: each byte one
+   character, nothing lost); HTTP parsing never lets a NUL into one.
 
 Error classes (``Outcome.error``; ``None`` when the receiver answered with a non-3xx
 status, whatever it was):
@@ -64,7 +69,6 @@ Nothing here does I/O at import time.
 
 from __future__ import annotations
 
-import codecs
 import email.utils
 import functools
 import math
@@ -82,6 +86,7 @@ import httpcore
 import httpx
 
 from application.errors import InvalidRequest, UnsafeTarget
+from domain.delivery import BodyEncoding, storable_excerpt
 from infrastructure.ssrf import IPAddress, ParsedTarget, TargetGuard
 
 __all__ = [
@@ -157,8 +162,9 @@ class Outcome:
     started_at: datetime  # UTC
     duration_ms: float
     response_headers: dict[str, str] = field(default_factory=dict)  # lower-case names
-    response_body: str = ""  # first 16 KiB, UTF-8 with replacement characters
+    response_body: str = ""  # first 16 KiB: the text, or base64 of the bytes (see below)
     retry_after_seconds: float | None = None  # only for 429 and 503
+    response_body_encoding: BodyEncoding = "text"  # "base64": not UTF-8, or holds a NUL
 
     @property
     def succeeded(self) -> bool:
@@ -398,7 +404,7 @@ class Sender:
             return Outcome(
                 status_code=None,
                 error=error,
-                detail=detail,
+                detail=_storable(detail),
                 started_at=started_at,
                 duration_ms=(time.monotonic() - start) * 1000,
             )
@@ -442,7 +448,7 @@ class Sender:
                     return failed("tls_error", f"TLS failed: {tls}")
                 return failed("protocol_error", f"{type(exc).__name__}: {_message(exc)}")
             try:
-                body, body_problem = _read_excerpt(response)
+                excerpt, cut, body_problem = _read_excerpt(response)
             finally:
                 response.close()
         finally:
@@ -466,15 +472,17 @@ class Sender:
             retry_after = _retry_after_seconds(
                 received["retry-after"], received.get("date"), started_at
             )
+        body, encoding = storable_excerpt(excerpt, cut=cut)
         return Outcome(
             status_code=status,
             error=error,
-            detail=detail,
+            detail=_storable(detail) if detail is not None else None,
             started_at=started_at,
             duration_ms=(time.monotonic() - start) * 1000,
             response_headers=headers,
             response_body=body,
             retry_after_seconds=retry_after,
+            response_body_encoding=encoding,
         )
 
     def _build(self, request: Request, target: ParsedTarget) -> httpcore.Request:
@@ -528,8 +536,9 @@ def _pinnable_url(url: str, scheme: str, host: str, port: int) -> str:
     return f"{scheme}://{netloc}{parts.path or '/'}{query}"
 
 
-def _read_excerpt(response: httpcore.Response) -> tuple[str, str | None]:
-    """At most 16 KiB of the body, and why reading stopped early, if it broke."""
+def _read_excerpt(response: httpcore.Response) -> tuple[bytes, bool, str | None]:
+    """At most 16 KiB of the body, whether the body went on past them (or broke off),
+    and why reading stopped early, if it broke."""
     received = bytearray()
     problem: str | None = None
     complete = True
@@ -545,12 +554,7 @@ def _read_excerpt(response: httpcore.Response) -> tuple[str, str | None]:
     except (httpcore.LocalProtocolError, *_TRANSPORT_ERRORS) as exc:
         problem = f"reading the response body failed: {_message(exc)}"
         complete = False
-    if not received:
-        return "", problem
-    excerpt = bytes(received[:MAX_RESPONSE_BODY_BYTES])
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    # A cut body may end inside a multi-byte character: drop that fragment, not garble it.
-    return decoder.decode(excerpt, final=complete), problem
+    return bytes(received[:MAX_RESPONSE_BODY_BYTES]), not complete, problem
 
 
 def _at_end(response: httpcore.Response) -> bool:
@@ -609,6 +613,12 @@ def _http_date(value: str) -> datetime | None:
     if parsed.tzinfo is None:  # "-0000": UTC by RFC 9110
         parsed = parsed.replace(tzinfo=UTC)
     return parsed
+
+
+def _storable(detail: str) -> str:
+    """``detail`` with any NUL written as ``\\x00``: details quote exceptions, which may
+    quote what a receiver sent, and every store must hold them."""
+    return detail.replace("\x00", "\\x00")
 
 
 def _ssl_error(exc: BaseException) -> ssl.SSLError | None:

@@ -94,6 +94,12 @@ def _log_format(value: str) -> str:
     return value
 
 
+def _cookie_secure(value: str) -> str:
+    if value not in ("auto", "always"):
+        raise SettingsError("must be auto or always")
+    return value
+
+
 def _broker_url(value: str) -> str:
     if not value.startswith(("redis://", "rediss://", "amqp://", "amqps://")):
         raise SettingsError("must be a redis:// or amqp:// URL (unset: in-process broker)")
@@ -169,6 +175,13 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
     ),
     Setting(
+        "WEBROUND_MAX_WEBHOOKS_PER_STORE",
+        "50",
+        "The most webhooks one store may have at once (deleted ones do not count); one "
+        "more is refused with a 409, so no tenant can fill the dispatcher with endpoints.",
+        _positive_int,
+    ),
+    Setting(
         "WEBROUND_AUTO_DISABLE_AFTER",
         "432000",
         "Seconds of failed deliveries without a single success after which a webhook is "
@@ -213,6 +226,14 @@ SETTINGS: tuple[Setting, ...] = (
         "dispatcher holds one more to listen for commits. See docs/operations.md for the "
         "budget of N processes.",
         _positive_int,
+    ),
+    Setting(
+        "WEBROUND_COOKIE_SECURE",
+        "auto",
+        "`auto`: the dashboard's cookies are `Secure` when the request came over https "
+        "(a dashboard on plain http on a LAN keeps its session); `always`: `Secure` on "
+        "every answer (set it behind a TLS proxy that does not forward the scheme).",
+        _cookie_secure,
     ),
     Setting("WEBROUND_HOST", "127.0.0.1", "Interface `webround serve|api` listen on.", str),
     Setting("WEBROUND_PORT", "8000", "Port `webround serve|api` listen on.", _port),
@@ -260,12 +281,14 @@ class Settings:
     worker_threads: int = 32
     webhook_concurrency: int = 16
     store_concurrency: int = 16
+    max_webhooks_per_store: int = 50
     auto_disable_after: float = 432000.0
     lease_seconds: float = 60.0
     partitions: int = 32
     partition_lease_seconds: float = 15.0
     db_pool_size: int = 4
     listen_url: str | None = None
+    cookie_secure: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
     log_format: str = "text"

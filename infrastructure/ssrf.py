@@ -236,6 +236,56 @@ class TargetGuard:
         return any(address in network for network in self._allowed_networks)
 
 
+# The shape of a webhook URL the API takes, published as its pattern: http(s), a host that
+# is a DNS name (its last label starts with a letter, so no numeric IPv4 spelling hides
+# in it), a dotted IPv4 address or a bracketed IPv6 one, a port from 1 to 65535, and a
+# path, query and fragment of URL characters. Which addresses a URL may reach is not a
+# shape: the checks below (and the allow-list) decide that, with a 422 naming `url`.
+_LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_TOP_LABEL = "[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_H16 = "[0-9A-Fa-f]{1,4}"
+_IPV6 = (
+    f"(({_H16}:){{7}}{_H16}|({_H16}:){{1,7}}:|({_H16}:){{1,6}}:{_H16}"
+    f"|({_H16}:){{1,5}}(:{_H16}){{1,2}}|({_H16}:){{1,4}}(:{_H16}){{1,3}}"
+    f"|({_H16}:){{1,3}}(:{_H16}){{1,4}}|({_H16}:){{1,2}}(:{_H16}){{1,5}}"
+    f"|{_H16}:(:{_H16}){{1,6}}|:((:{_H16}){{1,7}}|:))"
+)
+_PORT = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+URL_PATTERN = (
+    f"^https?://(({_LABEL}\\.)+{_TOP_LABEL}|({_OCTET}\\.){{3}}{_OCTET}|\\[{_IPV6}\\])"
+    f"(:{_PORT})?([/?#][A-Za-z0-9._~!$&'()*+,;=:@%/?#-]*)?$"
+)
+
+
+URL_SHAPE = (
+    "must be an https URL whose host is a DNS name (its last label starting with a "
+    "letter; an IDN written as xn--…), a dotted IPv4 address or a bracketed IPv6 address, "
+    "with a port from 1 to 65535"
+)
+
+
+class _NotLookedUp(Exception):
+    """Raised instead of resolving a name: explaining a shape asks no DNS."""
+
+
+def _no_lookup(host: str, port: int) -> list[str]:
+    raise _NotLookedUp
+
+
+def url_problem(url: str) -> str:
+    """Why a URL without the published shape (`URL_PATTERN`) is refused: the guard's own
+    reason where it has one without resolving a name (a scheme, a user name, a loopback
+    or metadata address however it is spelled), else the shape it must have."""
+    try:
+        TargetGuard(resolver=_no_lookup).check_url(url)
+    except (UnsafeTarget, InvalidRequest) as error:
+        return str(error)
+    except _NotLookedUp:
+        pass
+    return URL_SHAPE
+
+
 def _split_url(url: str) -> tuple[str, str, str, int, IPAddress | None]:
     """(scheme, host as written, normalised host, port, IP if the host is a literal)."""
     if not url:

@@ -19,11 +19,14 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import dramatiq
+
 from application.directory import Target
 from application.dispatch import AttemptResult, DeliveryRef, Dispatch
+from infrastructure.logs import error_summary
 from infrastructure.metrics import observe_attempts
-from infrastructure.secrets import SealingKeeper
-from infrastructure.sender import Outcome, Request, Sender
+from infrastructure.secrets import SealingKeeper, SecretUnsealError
+from infrastructure.sender import Request, Sender
 from infrastructure.signing import signature_headers
 
 log = logging.getLogger("webround.worker")
@@ -200,25 +203,76 @@ class DeliveryWorker:
         self._clock = clock or (lambda: datetime.now(UTC))
 
     def __call__(self, data: dict[str, Any]) -> None:
-        message = Message.from_json(data)
-        outcome = self._sender.send(self.request(message))
-        self._recorder.record(
-            AttemptResult(
-                delivery=DeliveryRef(
-                    message.delivery_id, message.webhook_id, message.store_id, message.event_id
-                ),
-                number=message.attempt,
-                started_at=outcome.started_at,
-                duration_ms=outcome.duration_ms,
-                status_code=outcome.status_code,
-                error=outcome.error,
-                detail=outcome.detail,
-                response_headers=outcome.response_headers,
-                response_body=outcome.response_body,
-                retry_after=outcome.retry_after_seconds,
+        """One attempt, recorded. Never raises with the message in hand: Dramatiq logs
+        the whole message (envelope, sealed secrets) of an actor that raises, so a
+        failure is logged here by ids and error class, and recording is retried through
+        `dramatiq.Retry`, which Dramatiq does not log."""
+        try:
+            message = Message.from_json(data)
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            # Nothing to record it on; the dispatcher hands the delivery out again when
+            # its lease runs out.
+            log.error(
+                "a delivery message that is no delivery was dropped (%s)", type(error).__name__
             )
+            return
+        result = self._attempt(message)
+        try:
+            self._recorder.record(result)
+        except Exception as error:
+            log.error(
+                "attempt %d of delivery %s could not be recorded (%s); trying again",
+                message.attempt,
+                message.delivery_id,
+                error_summary(error),
+                extra=_ids(message),
+            )
+            raise dramatiq.Retry("the attempt could not be recorded") from None
+        _log_outcome(message, result)
+
+    def _attempt(self, message: Message) -> AttemptResult:
+        """Sign and send; an attempt that cannot even be prepared is a failed attempt too
+        (recorded on the delivery, visible and retried like any other)."""
+        try:
+            request = self.request(message)
+        except SecretUnsealError as error:
+            return self._not_sent(
+                message,
+                "secret_unavailable",
+                "the webhook's signing secret or custom headers cannot be opened with this "
+                f"worker's master key ({error}); check WEBROUND_MASTER_KEY on every process",
+            )
+        except Exception as error:
+            return self._not_sent(
+                message,
+                "invalid_request",
+                f"the attempt could not be prepared ({type(error).__name__})",
+            )
+        outcome = self._sender.send(request)
+        return AttemptResult(
+            delivery=_ref(message),
+            number=message.attempt,
+            started_at=outcome.started_at,
+            duration_ms=outcome.duration_ms,
+            status_code=outcome.status_code,
+            error=outcome.error,
+            detail=outcome.detail,
+            response_headers=outcome.response_headers,
+            response_body=outcome.response_body,
+            retry_after=outcome.retry_after_seconds,
+            response_body_encoding=outcome.response_body_encoding,
         )
-        _log_outcome(message, outcome)
+
+    def _not_sent(self, message: Message, error: str, detail: str) -> AttemptResult:
+        return AttemptResult(
+            delivery=_ref(message),
+            number=message.attempt,
+            started_at=self._clock(),
+            duration_ms=0.0,
+            status_code=None,
+            error=error,
+            detail=detail,
+        )
 
     def request(self, message: Message) -> Request:
         now = self._clock()
@@ -250,16 +304,26 @@ class DeliveryWorker:
         return Request(message.url, body, headers, message.timeout_seconds)
 
 
-def _log_outcome(message: Message, outcome: Outcome) -> None:
+def _ref(message: Message) -> DeliveryRef:
+    return DeliveryRef(message.delivery_id, message.webhook_id, message.store_id, message.event_id)
+
+
+def _ids(message: Message) -> dict[str, Any]:
+    return {
+        "delivery_id": str(message.delivery_id),
+        "webhook_id": str(message.webhook_id),
+        "event_id": message.event_id,
+        "attempt": message.attempt,
+    }
+
+
+def _log_outcome(message: Message, result: AttemptResult) -> None:
     log.info(
         "delivery attempt",
         extra={
-            "delivery_id": str(message.delivery_id),
-            "webhook_id": str(message.webhook_id),
-            "event_id": message.event_id,
-            "attempt": message.attempt,
-            "status_code": outcome.status_code,
-            "error": outcome.error,
-            "duration_ms": round(outcome.duration_ms, 1),
+            **_ids(message),
+            "status_code": result.status_code,
+            "error": result.error,
+            "duration_ms": round(result.duration_ms, 1),
         },
     )

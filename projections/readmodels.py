@@ -184,6 +184,9 @@ ATTEMPTS_TABLE = Table(
         "response_body": "text",
         "next_attempt_at": "text",
         "outcome": "text",
+        # NULL for text, "base64" for a body kept as base64 (domain.delivery): rows
+        # written before the column existed need no change to mean the same.
+        "response_body_encoding": "text",
     },
     ("delivery_id", "number"),
     (("webhook_id", "started_at"),),
@@ -253,6 +256,9 @@ def _deliveries(source: str, position: int, event: Any, context: Context) -> lis
                     "response_body": e.response_body,
                     "next_attempt_at": _ts(e.next_attempt_at) if e.next_attempt_at else None,
                     "outcome": e.outcome,
+                    "response_body_encoding": (
+                        None if e.response_body_encoding == "text" else e.response_body_encoding
+                    ),
                 },
             ),
         ]

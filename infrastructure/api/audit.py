@@ -7,13 +7,14 @@ from infrastructure.api import schemas as s
 from infrastructure.api.deliveries import (
     EVENT_ID,
     NULLABLE_ID,
-    ORDERING,
     UUID_PARAM,
+    ordering,
     paging,
     queries,
     time_range,
 )
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
+from infrastructure.queries import KINDS_PATTERN
 
 AUDIT_ENTRY: s.Schema = {
     "type": "object",
@@ -85,19 +86,20 @@ ENDPOINTS = [
             QueryParam("deliveryId", UUID_PARAM, "Only entries about this delivery."),
             QueryParam(
                 "actor",
-                {"type": "string", "minLength": 1, "maxLength": 254},
+                {**s.SINGLE_LINE, "minLength": 1, "maxLength": 254},
                 "Only entries by this actor: a person's email, or `system`.",
             ),
             QueryParam(
                 "kind",
                 {
                     "type": "string",
+                    "pattern": KINDS_PATTERN,
                     "examples": ["webhook.", "delivery.attempt_failed,delivery.failed"],
                 },
                 "Only entries of this kind (`delivery.sent_again`), of kinds starting with "
                 "a prefix (`webhook.` or `webhook.*`), or of any of several, comma-separated.",
             ),
-            *ORDERING,
+            *ordering("audit"),
         ),
     )
 ]

@@ -10,7 +10,7 @@ from domain.customer import Customer
 from domain.order import Order
 from domain.subscription import Subscription
 from infrastructure.api import schemas as s
-from infrastructure.api.deliveries import ORDERING, UUID_PARAM, paging, queries, time_range
+from infrastructure.api.deliveries import UUID_PARAM, ordering, paging, queries, time_range
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
 from infrastructure.queries import ENTITY_LISTS, STATUSES
 
@@ -151,8 +151,11 @@ def _read(kind: type, entity: str, plural: str, tag: str) -> Endpoint:
 
 
 _FILTER_PARAMS: dict[str, tuple[JSON, str]] = {
-    "email": ({"type": "string", "format": "email"}, "Only the customer with this email."),
-    "code": ({"type": "string", "minLength": 1}, "Only SKUs with this code."),
+    "email": (
+        {**s.SINGLE_LINE, "minLength": 1, "maxLength": 254},
+        "Only the customer with this email.",
+    ),
+    "code": ({**s.SINGLE_LINE, "minLength": 1, "maxLength": 254}, "Only SKUs with this code."),
     "customerId": (UUID_PARAM, "Only those of this customer."),
     "productId": (UUID_PARAM, "Only those of this product."),
     "variantId": (UUID_PARAM, "Only those of this variant."),
@@ -195,7 +198,7 @@ def _list(entity: str, plural: str, tag: str) -> Endpoint:
         tag,
         response=s.page_of(s.entity(entity)),
         errors=(401, 422),
-        query=(*_filters(entity), *time_range(f"{plural} created"), *ORDERING),
+        query=(*_filters(entity), *time_range(f"{plural} created"), *ordering(entity)),
     )
 
 

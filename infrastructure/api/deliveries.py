@@ -13,8 +13,14 @@ from application.catalog import ID, TIMESTAMP
 from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
-from infrastructure.api.webhooks import PAGING, page_limit
-from infrastructure.queries import DELIVERY_STATUSES, Queries, newest_first
+from infrastructure.api.webhooks import page_limit, paging_of
+from infrastructure.queries import (
+    CURSORS,
+    DELIVERY_STATUSES,
+    MOMENT_PATTERN,
+    Queries,
+    newest_first,
+)
 
 # Shared by the read-side lists -------------------------------------------------------------
 
@@ -31,6 +37,7 @@ UUID_PARAM: s.Schema = {"type": "string", "format": "uuid"}
 TIME_PARAM: s.Schema = {
     "type": "string",
     "format": "date-time",
+    "pattern": MOMENT_PATTERN,
     "examples": ["2030-01-01T12:00:00Z"],
 }
 
@@ -42,14 +49,16 @@ def time_range(what: str) -> tuple[QueryParam, ...]:
     )
 
 
-ORDERING = (
-    QueryParam(
-        "order",
-        {"type": "string", "enum": ["newest", "oldest"], "default": "newest"},
-        "Newest or oldest first.",
-    ),
-    *PAGING,
-)
+def ordering(*list_names: str) -> tuple[QueryParam, ...]:
+    """`order`, `limit` and `cursor` of a read-side list (of these lists' cursors)."""
+    return (
+        QueryParam(
+            "order",
+            {"type": "string", "enum": ["newest", "oldest"], "default": "newest"},
+            "Newest or oldest first.",
+        ),
+        *paging_of(*(CURSORS[name] for name in list_names)),
+    )
 
 
 def queries(call: Call) -> Queries:
@@ -76,8 +85,11 @@ ATTEMPT: s.Schema = {
         "statusCode": {"type": ["integer", "null"], "description": "null: no HTTP answer"},
         "error": {
             "type": ["string", "null"],
-            "description": "The error class when there was no HTTP answer (timeout, "
-            "connection, tls, redirect, …).",
+            "description": "The error class when there was no usable HTTP answer: "
+            "`unsafe_target`, `dns_error`, `invalid_request`, `connect_error`, `tls_error`, "
+            "`timeout`, `protocol_error`, `redirect`, `webhook_deleted`, "
+            "`secret_unavailable` (the worker's master key cannot open the webhook's "
+            "secret: nothing was sent).",
         },
         "detail": {"type": ["string", "null"]},
         "responseHeaders": {
@@ -87,7 +99,14 @@ ATTEMPT: s.Schema = {
         },
         "responseBody": {
             "type": "string",
-            "description": "The first 16 KiB of the response body.",
+            "description": "The first 16 KiB of the response body: its text, or base64 "
+            "of its bytes when `responseBodyEncoding` is `base64`.",
+        },
+        "responseBodyEncoding": {
+            "type": "string",
+            "enum": ["text", "base64"],
+            "description": "`text` when the excerpt is UTF-8 without NUL; `base64` when "
+            "it is not (a gzip or binary answer, a NUL byte): base64 of the exact bytes.",
         },
         "nextAttemptAt": {
             **NULLABLE_TIMESTAMP,
@@ -104,6 +123,7 @@ ATTEMPT: s.Schema = {
         "detail",
         "responseHeaders",
         "responseBody",
+        "responseBodyEncoding",
         "nextAttemptAt",
         "outcome",
     ],
@@ -194,7 +214,7 @@ ENDPOINTS = [
                 "Only deliveries in this state (`pending` includes those awaiting a retry).",
             ),
             *time_range("deliveries created"),
-            *ORDERING,
+            *ordering("deliveries"),
         ),
     ),
     Endpoint(

@@ -4,6 +4,7 @@ envelope again (§6 "Send again")."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from uuid import UUID
 
@@ -11,21 +12,24 @@ from starlette.concurrency import run_in_threadpool
 
 from application.catalog import ID, TIMESTAMP
 from application.errors import InvalidRequest
-from domain.webhook import check_event_types
+from domain.webhook import EVENT_TYPE_PATTERNS, check_event_types
 from infrastructure.api import schemas as s
 from infrastructure.api.deliveries import (
     DELIVERY_WITH_ATTEMPTS,
     EVENT_ID,
-    ORDERING,
     UUID_PARAM,
+    ordering,
     paging,
     queries,
     time_range,
 )
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
-from infrastructure.api.webhooks import page_limit
-from infrastructure.queries import DELIVERY_STATUSES
+from infrastructure.api.webhooks import cursor_param, page_limit
+from infrastructure.queries import CURSORS, DELIVERY_STATUSES, EVENT_TYPE_FILTERS
 
+# The `eventTypes` of the feed: names, `entity.*` or `*`, comma-separated.
+_ONE_TYPE = "|".join(re.escape(pattern) for pattern in EVENT_TYPE_PATTERNS)
+EVENT_TYPE_LIST_PATTERN = f"^({_ONE_TYPE})(,({_ONE_TYPE}))*$"
 MAX_WAIT = 25  # seconds a feed request may wait: below common proxies' idle timeouts
 FEED_POLL_SECONDS = 0.25  # how often a waiting feed request looks for new envelopes
 
@@ -223,14 +227,17 @@ ENDPOINTS = [
         response=FEED,
         errors=(401, 422),
         query=(
-            QueryParam(
-                "cursor",
-                {"type": "string"},
-                "The `cursor` of the previous answer; none to start from now.",
+            cursor_param(
+                CURSORS["feed"],
+                description="The `cursor` of the previous answer; none to start from now.",
             ),
             QueryParam(
                 "eventTypes",
-                {"type": "string", "examples": ["order.*,customer.registered"]},
+                {
+                    "type": "string",
+                    "pattern": EVENT_TYPE_LIST_PATTERN,
+                    "examples": ["order.*,customer.registered"],
+                },
                 "Only these event types: names, `entity.*` or `*`, comma-separated.",
             ),
             QueryParam(
@@ -257,7 +264,7 @@ ENDPOINTS = [
         query=(
             QueryParam(
                 "eventType",
-                {"type": "string", "examples": ["order.paid", "order.*"]},
+                {"type": "string", "enum": EVENT_TYPE_FILTERS, "examples": ["order.paid"]},
                 "Only events of this type, or of this entity (`order.*`).",
             ),
             QueryParam("entityId", UUID_PARAM, "Only events of this store entity."),
@@ -267,7 +274,7 @@ ENDPOINTS = [
                 "`true`: the test events (POST /v1/webhooks/{id}/test) instead of the store's.",
             ),
             *time_range("events that occurred"),
-            *ORDERING,
+            *ordering("events", "test-events"),
         ),
     ),
     Endpoint(

@@ -13,6 +13,7 @@ from domain.delivery import EVENT_ID_PATTERN
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import Endpoint
 from infrastructure.api.problems import PROBLEM, TITLES
+from infrastructure.api.validation import IDEMPOTENCY_KEY_PATTERN
 
 JSON = dict[str, Any]
 PATH_SCHEMAS: dict[str, JSON] = {
@@ -93,7 +94,12 @@ def _operation(endpoint: Endpoint) -> JSON:
                 "name": "Idempotency-Key",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "pattern": IDEMPOTENCY_KEY_PATTERN,
+                },
                 "description": "Repeat a command safely: its effect and the key are "
                 "recorded together, once; the same key, method, path and body from the same "
                 "API key within 24 h return the first answer and record nothing new.",
@@ -136,7 +142,8 @@ def _operation(endpoint: Endpoint) -> JSON:
     }
     if endpoint.request is not None:
         operation["requestBody"] = {
-            "required": bool(endpoint.request.get("required")),
+            # Required when no body would do: no body is read as {} (STOCK needs a field).
+            "required": not endpoint.accepts_no_body,
             "content": {"application/json": {"schema": endpoint.request}},
         }
     return operation

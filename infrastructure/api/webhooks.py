@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -12,9 +10,10 @@ from application.errors import InvalidRequest
 from application.resend import Resend, Resent
 from application.views import timestamp
 from domain.delivery import EVENT_ID_PATTERN
+from domain.webhook import EVENT_TYPE_PATTERNS
 from infrastructure.api import schemas as s
 from infrastructure.api.endpoint import JSON, Call, Endpoint, QueryParam
-from infrastructure.queries import Queries, parse_moment
+from infrastructure.queries import MOMENT_PATTERN, Cursor, Queries, parse_moment
 
 _RENAMED = {
     "eventTypes": "event_types",
@@ -40,11 +39,11 @@ def _update(call: Call) -> JSON:
 
 def _list(call: Call) -> JSON:
     limit = page_limit(call)
-    after = decode_cursor(call.query.get("cursor"))
-    items, last = call.services.webhooks.list_webhooks(call.store_id, limit, after)
+    start = decode_cursor(call.query.get("cursor"))
+    items, next_start = call.services.webhooks.list_webhooks(call.store_id, limit, start)
     return {
         "data": [_with_circuit(call, item) for item in items],
-        "nextCursor": encode_cursor(last) if last else None,
+        "nextCursor": encode_cursor(next_start) if next_start is not None else None,
     }
 
 
@@ -109,35 +108,57 @@ def _range(call: Call) -> tuple[datetime, datetime | None]:
 
 def page_limit(call: Call, default: int = 50) -> int:
     raw = call.query.get("limit", str(default))
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 200:
+    # Length first: int() of thousands of digits raises (Python's conversion limit).
+    digits = raw.lstrip("0") if raw.isascii() and raw.isdigit() else None
+    if digits is None or len(digits) > 3 or not 1 <= int(digits or "0") <= 200:
         raise InvalidRequest("must be a whole number from 1 to 200", field="limit")
-    return int(raw)
+    return int(digits)
 
 
-def encode_cursor(last: UUID) -> str:
-    return base64.urlsafe_b64encode(last.bytes).decode().rstrip("=")
+# A place in the store's webhook index (which only grows): every such string is one.
+WEBHOOK_CURSOR = Cursor("wh_", "([0-9]{1,9})")
 
 
-def decode_cursor(cursor: str | None) -> UUID | None:
+def encode_cursor(start: int) -> str:
+    return f"{WEBHOOK_CURSOR.prefix}{start}"
+
+
+def decode_cursor(cursor: str | None) -> int:
     if not cursor:
-        return None
-    try:
-        return UUID(bytes=base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
-        raise InvalidRequest("is not a cursor this API gave out", field="cursor") from None
+        return 0
+    found = WEBHOOK_CURSOR.pattern.match(cursor)
+    if found is None:
+        raise InvalidRequest("is not a cursor this API gave out for this list", field="cursor")
+    return int(found.group(1))
 
 
-PAGING = (
-    QueryParam(
-        "limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size."
-    ),
-    QueryParam("cursor", {"type": "string"}, "The `nextCursor` of the previous page."),
+LIMIT = QueryParam(
+    "limit", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Page size."
 )
+
+
+def paging_of(*cursors: Cursor) -> tuple[QueryParam, ...]:
+    """`limit`, and `cursor` as the list's cursors look (opaque: pass `nextCursor` on)."""
+    return (LIMIT, cursor_param(*cursors, description="The `nextCursor` of the previous page."))
+
+
+def cursor_param(*cursors: Cursor, description: str) -> QueryParam:
+    """`cursor`, published as the shapes of the list's cursors (any of them)."""
+    shapes = "|".join(f"{cursor.prefix}{cursor.key}" for cursor in cursors)
+    return QueryParam("cursor", {"type": "string", "pattern": f"^({shapes})$"}, description)
+
+
+PAGING = paging_of(WEBHOOK_CURSOR)
 ERRORS = (400, 401, 404, 409, 413, 415, 422)
 
 RANGE: JSON = {
-    "since": {"type": "string", "format": "date-time", "examples": ["2030-01-01T00:00:00Z"]},
-    "until": {"type": "string", "format": "date-time"},
+    "since": {
+        "type": "string",
+        "format": "date-time",
+        "pattern": MOMENT_PATTERN,
+        "examples": ["2030-01-01T00:00:00Z"],
+    },
+    "until": {"type": "string", "format": "date-time", "pattern": MOMENT_PATTERN},
 }
 RECOVER = s.body(RANGE, ("since",))
 REPLAY = s.body({**RANGE, "eventTypes": s.EVENT_TYPES}, ("since",))
@@ -145,8 +166,7 @@ TEST = s.body(
     {
         "eventType": {
             "type": "string",
-            "minLength": 1,
-            "maxLength": 100,
+            "enum": [name for name in EVENT_TYPE_PATTERNS if not name.endswith("*")],
             "examples": ["order.paid"],
             "description": "One of the webhook's event types; by default the first it listens to.",
         }

@@ -26,7 +26,7 @@ class FormError(Exception):
 async def read_form(request: Request) -> Form:
     """The posted fields, refusing bodies over 64 KiB and anything but a urlencoded form."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+    if declared.isdigit() and (len(declared) > 9 or int(declared) > MAX_FORM_BYTES):
         raise FormError(413, "the form is too large")
     chunks, size = [], 0
     async for chunk in request.stream():

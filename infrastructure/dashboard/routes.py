@@ -212,10 +212,9 @@ async def _visit(request: Request, handler: Handler, *, post: bool, once: bool) 
     session = open_session(services.keeper, cookie, time.time())
     if session is None:
         return _to_sign_in(request, "expired" if cookie else None)
-    try:
-        principal = await run_in_threadpool(services.webhooks.authenticate, session.api_key)
-    except Unauthenticated:
-        return _to_sign_in(request, "revoked")
+    principal = await run_in_threadpool(_principal, services, session)
+    if not isinstance(principal, Principal):
+        return _to_sign_in(request, principal)
     visit = Visit(request, services, principal, session)
     if post:
         form = await _posted_form(request, session.csrf)
@@ -359,6 +358,24 @@ def _same_origin(request: Request) -> bool:
     return origin != "null" and urlsplit(origin).netloc.lower() == host
 
 
+def _principal(services: Services, session: Session) -> Principal | str:
+    """Who the session acts for; or why it ended: "revoked" (its key) or "expired"
+    (signed out, or past its time)."""
+    try:
+        principal = services.webhooks.authenticate(session.api_key)
+    except Unauthenticated:
+        return "revoked"
+    if not services.webhooks.session_is_open(session.session_id, principal):
+        return "expired"
+    return principal
+
+
+def _secure(request: Request) -> bool:
+    """Whether cookies are `Secure`: when the request came over https, or always with
+    WEBROUND_COOKIE_SECURE=always (behind a proxy that does not say it was https)."""
+    return request.url.scheme == "https" or _services(request).settings.cookie_secure == "always"
+
+
 def _to_sign_in(request: Request, ended: str | None) -> Response:
     query: dict[str, str] = {}
     if request.method == "GET":
@@ -367,7 +384,7 @@ def _to_sign_in(request: Request, ended: str | None) -> Response:
         query["ended"] = ended
     response = render.redirect(SIGN_IN + (f"?{urlencode(query)}" if query else ""))
     if ended:
-        clear_cookie(response, SESSION_COOKIE, PATH)
+        clear_cookie(response, SESSION_COOKIE, PATH, secure=_secure(request))
     return response
 
 
@@ -388,28 +405,27 @@ async def sign_in_form(request: Request) -> Response:
     services = _services(request)
     ended = request.query_params.get("ended")
     session = open_session(services.keeper, request.cookies.get(SESSION_COOKIE), time.time())
-    if session is not None and ended is None:
-        try:
-            await run_in_threadpool(services.webhooks.authenticate, session.api_key)
-        except Unauthenticated:
-            pass
-        else:
+    if session is not None:
+        principal = await run_in_threadpool(_principal, services, session)
+        if isinstance(principal, Principal):
+            # Signed in: on to the page, whatever `ended` says. Only signing out (a post
+            # with the session's CSRF token) ends a session, never a link from elsewhere.
             return render.redirect(_safe_next(request.query_params.get("next")))
     return _sign_in_page(
-        services,
+        request,
         notice=ENDED.get(ended or ""),
         next_path=_safe_next(request.query_params.get("next")),
-        end_session=ended is not None,
-        insecure=_cookie_would_be_dropped(request),
+        end_session=SESSION_COOKIE in request.cookies,  # a session that is over
     )
 
 
 def _cookie_would_be_dropped(request: Request) -> bool:
-    """Plain http to a host that is not this machine: browsers drop Secure cookies there,
-    so signing in would lead back to this page. Say so rather than loop silently."""
+    """Secure cookies forced (WEBROUND_COOKIE_SECURE=always) on plain http to a host that
+    is not this machine: browsers drop them there, so signing in would lead back to this
+    page. Say so rather than loop silently."""
     host = (request.url.hostname or "").lower()
     local = host in ("localhost", "127.0.0.1", "::1") or host.endswith(".localhost")
-    return request.url.scheme == "http" and not local
+    return _secure(request) and request.url.scheme == "http" and not local
 
 
 async def sign_in(request: Request) -> Response:
@@ -431,33 +447,39 @@ async def sign_in(request: Request) -> Response:
     next_path = _safe_next(form.get("next"))
     api_key = form.get("api_key", "").strip()
     if not api_key:
-        return _sign_in_page(services, error="Enter your API key.", next_path=next_path, status=422)
+        return _sign_in_page(request, error="Enter your API key.", next_path=next_path, status=422)
     try:
-        await run_in_threadpool(services.webhooks.authenticate, api_key)
+        principal = await run_in_threadpool(services.webhooks.authenticate, api_key)
     except Unauthenticated:
         return _sign_in_page(
-            services,
+            request,
             error="This API key is not valid, or it was revoked.",
             next_path=next_path,
             status=401,
         )
-    cookie, _ = new_session(services.keeper, api_key, now)
+    expires_at = now + SESSION_SECONDS
+    session_id = await run_in_threadpool(
+        services.webhooks.start_session, principal, datetime.fromtimestamp(expires_at, UTC)
+    )
+    cookie, _ = new_session(services.keeper, api_key, session_id, expires_at)
     response = render.redirect(next_path)
-    set_cookie(response, SESSION_COOKIE, cookie, SESSION_SECONDS, PATH)
-    clear_cookie(response, SIGN_IN_COOKIE, SIGN_IN)
+    secure = _secure(request)
+    set_cookie(response, SESSION_COOKIE, cookie, SESSION_SECONDS, PATH, secure=secure)
+    clear_cookie(response, SIGN_IN_COOKIE, SIGN_IN, secure=secure)
     return response
 
 
 def _sign_in_page(
-    services: Services,
+    request: Request,
     *,
     notice: str | None = None,
     error: str | None = None,
     next_path: str = HOME,
     status: int = 200,
     end_session: bool = False,
-    insecure: bool = False,
 ) -> Response:
+    services = _services(request)
+    insecure = _cookie_would_be_dropped(request)
     cookie, token = new_sign_in_token(services.keeper, time.time())
     response = render.page(
         "sign_in.html",
@@ -470,15 +492,18 @@ def _sign_in_page(
         next_path=next_path,
         insecure=insecure,
     )
-    set_cookie(response, SIGN_IN_COOKIE, cookie, SIGN_IN_SECONDS, SIGN_IN)
+    secure = _secure(request)
+    set_cookie(response, SIGN_IN_COOKIE, cookie, SIGN_IN_SECONDS, SIGN_IN, secure=secure)
     if end_session:
-        clear_cookie(response, SESSION_COOKIE, PATH)
+        clear_cookie(response, SESSION_COOKIE, PATH, secure=secure)
     return response
 
 
 def _sign_out(visit: Visit) -> Response:
+    # Ended where it is recorded: a saved copy of the cookie opens nothing from now on.
+    visit.services.webhooks.end_session(visit.session.session_id, visit.principal.actor)
     response = render.redirect(f"{SIGN_IN}?ended=signed-out")
-    clear_cookie(response, SESSION_COOKIE, PATH)
+    clear_cookie(response, SESSION_COOKIE, PATH, secure=_secure(visit.request))
     return response
 
 
@@ -491,12 +516,16 @@ async def home(request: Request) -> Response:
 
 def _webhooks(visit: Visit) -> Response:
     try:
-        after = webhooks_api.decode_cursor(visit.request.query_params.get("cursor"))
-        items, last = visit.services.webhooks.list_webhooks(visit.store_id, 100, after)
+        start = webhooks_api.decode_cursor(visit.request.query_params.get("cursor"))
+        items, next_start = visit.services.webhooks.list_webhooks(visit.store_id, 100, start)
     except InvalidRequest:
         return render.redirect(HOME)
     rows = _with_health(visit, items)
-    more = f"{HOME}?cursor={webhooks_api.encode_cursor(last)}" if last else None
+    more = (
+        f"{HOME}?cursor={webhooks_api.encode_cursor(next_start)}"
+        if next_start is not None
+        else None
+    )
     return visit.page("webhooks.html", webhooks=rows, more=more)
 
 
@@ -592,7 +621,8 @@ def _notice(visit: Visit) -> str | None:
     if name not in COUNTED:
         return NOTICES.get(name)
     count = visit.request.query_params.get("count", "")
-    if not (count.isascii() and count.isdigit()):
+    # At most 9 digits: a count is what one form did, and int() of thousands raises.
+    if not (count.isascii() and count.isdigit() and len(count) <= 9):
         return None
     none, one, many = COUNTED[name]
     return none if int(count) == 0 else one if int(count) == 1 else many.format(count=int(count))
@@ -744,12 +774,12 @@ def webhook_id_of(visit: Visit) -> UUID:
 def webhook_names(visit: Visit) -> dict[str, JSON]:
     """The store's webhooks by id (for labels and filters), up to a thousand."""
     found: dict[str, JSON] = {}
-    after = None
+    start: int | None = 0
     for _ in range(10):
-        items, after = visit.services.webhooks.list_webhooks(visit.store_id, 100, after)
-        found.update({w["id"]: w for w in items})
-        if after is None:
+        if start is None:
             break
+        items, start = visit.services.webhooks.list_webhooks(visit.store_id, 100, start)
+        found.update({w["id"]: w for w in items})
     return found
 
 
@@ -902,7 +932,11 @@ def moment_input(value: str) -> str | None:
     value = value.strip()
     if not value:
         return None
-    return value + "Z" if LOCAL_TIME.match(value) else value
+    local = LOCAL_TIME.match(value)
+    if local is None:
+        return value
+    # Browsers leave the seconds out of a datetime-local value; RFC 3339 needs them.
+    return value + ("Z" if local.group(1) else ":00Z")
 
 
 def list_url(section: str, params: dict[str, str]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from infrastructure.api import schemas
-from infrastructure.api.endpoint import Validator
+from infrastructure.api.validation import Validator
 from infrastructure.dashboard.forms import Form
 
 JSON = dict[str, Any]

@@ -1,10 +1,16 @@
-"""The dashboard's session and CSRF tokens: stateless, sealed with the master key.
+"""The dashboard's session and CSRF tokens, sealed with the master key.
 
-A session is the merchant's API key, an expiry and a random CSRF token, sealed together
-(AES-GCM, `SealingKeeper.seal_bytes`, context ``dashboard-session``) into the cookie. Any
-API process with the same master key opens it, so nothing is stored on the server and a
-load balancer needs no stickiness. The key is authenticated again on every request: a
-revoked key ends every session made with it.
+A session is the merchant's API key, the id of its `DashboardSession` (recorded by the
+webhooks application when they signed in), an expiry and a random CSRF token, sealed
+together (AES-GCM, `SealingKeeper.seal_bytes`, context ``dashboard-session``) into the
+cookie. Any API process with the same master key opens it, and the session's record is in
+the shared event store, so a load balancer needs no stickiness. On every request the key
+is authenticated again (a revoked key ends every session made with it) and the session
+must still be open: signing out ends it for good, so a saved copy of the cookie opens
+nothing (docs/adr/0022-dashboard-sessions-end-on-sign-out.md).
+
+The cookie is `Secure` when the request came over https — or always, with
+`WEBROUND_COOKIE_SECURE=always` — so a dashboard on plain http on a LAN keeps a session.
 
 Every POST form carries the session's CSRF token in a hidden field, compared in constant
 time with the one inside the sealed cookie (which a page of another site can neither read
@@ -21,6 +27,7 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from starlette.responses import Response
 
@@ -38,22 +45,36 @@ PATH = "/dashboard"
 @dataclass(frozen=True)
 class Session:
     api_key: str = field(repr=False)
+    session_id: UUID
     expires_at: float
     csrf: str = field(repr=False)
 
 
-def new_session(keeper: SealingKeeper, api_key: str, now: float) -> tuple[str, Session]:
-    """A new session for ``api_key``: (the cookie value, the session)."""
-    session = Session(api_key, now + SESSION_SECONDS, secrets.token_urlsafe(32))
-    payload = {"key": session.api_key, "exp": session.expires_at, "csrf": session.csrf}
+def new_session(
+    keeper: SealingKeeper, api_key: str, session_id: UUID, expires_at: float
+) -> tuple[str, Session]:
+    """The cookie of session ``session_id`` for ``api_key``: (its value, the session)."""
+    session = Session(api_key, session_id, expires_at, secrets.token_urlsafe(32))
+    payload = {
+        "key": session.api_key,
+        "sid": str(session.session_id),
+        "exp": session.expires_at,
+        "csrf": session.csrf,
+    }
     return _seal(keeper, payload, SESSION_CONTEXT), session
 
 
 def open_session(keeper: SealingKeeper, cookie: str | None, now: float) -> Session | None:
-    """The session in the cookie, or None when it is missing, forged or expired."""
+    """The session in the cookie, or None when it is missing, forged or expired (whether
+    it is still open is the webhooks application's to say)."""
     payload = _open(keeper, cookie, SESSION_CONTEXT)
     try:
-        session = Session(str(payload["key"]), float(payload["exp"]), str(payload["csrf"]))
+        session = Session(
+            str(payload["key"]),
+            UUID(str(payload["sid"])),
+            float(payload["exp"]),
+            str(payload["csrf"]),
+        )
     except (KeyError, TypeError, ValueError):
         return None
     return session if now < session.expires_at else None
@@ -81,14 +102,16 @@ def same_token(expected: str, given: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
-def set_cookie(response: Response, name: str, value: str, max_age: int, path: str) -> None:
+def set_cookie(
+    response: Response, name: str, value: str, max_age: int, path: str, *, secure: bool
+) -> None:
     response.set_cookie(
-        name, value, max_age=max_age, path=path, secure=True, httponly=True, samesite="strict"
+        name, value, max_age=max_age, path=path, secure=secure, httponly=True, samesite="strict"
     )
 
 
-def clear_cookie(response: Response, name: str, path: str) -> None:
-    response.delete_cookie(name, path=path, secure=True, httponly=True, samesite="strict")
+def clear_cookie(response: Response, name: str, path: str, *, secure: bool) -> None:
+    response.delete_cookie(name, path=path, secure=secure, httponly=True, samesite="strict")
 
 
 def _seal(keeper: SealingKeeper, payload: dict[str, Any], context: str) -> str:

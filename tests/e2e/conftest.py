@@ -7,6 +7,7 @@ runs on PostgreSQL and RabbitMQ. Retries are fast (`0.2, 0.2, 0.4` s) and jitter
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import time
 from collections.abc import Callable, Iterator
@@ -19,8 +20,16 @@ import pytest
 
 from domain.delivery import Delivery
 from domain.values import Actor
-from infrastructure.bootstrap import Services, build, open_queue, start_dispatcher, start_worker
+from infrastructure.bootstrap import (
+    Services,
+    build,
+    open_queue,
+    start_dispatcher,
+    start_projector,
+    start_worker,
+)
 from infrastructure.settings import Settings
+from infrastructure.startup import check_master_key
 from tests.support.receiver import Receiver
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
@@ -82,6 +91,17 @@ def _run(settings: Settings) -> Iterator[Pipeline]:
             services.close()
 
 
+def fast_settings(tmp_path: Path) -> Settings:
+    """Embedded settings for a test: loopback receivers allowed, fast retries."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        allowed_targets=LOOPBACK,
+        retry_schedule=FAST_RETRIES,
+        worker_threads=4,
+        lease_seconds=5,
+    )
+
+
 @pytest.fixture(
     params=[
         pytest.param("embedded", id="embedded"),
@@ -91,13 +111,7 @@ def _run(settings: Settings) -> Iterator[Pipeline]:
     ]
 )
 def pipeline_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    base = Settings(
-        data_dir=tmp_path / "data",
-        allowed_targets=LOOPBACK,
-        retry_schedule=FAST_RETRIES,
-        worker_threads=4,
-        lease_seconds=5,
-    )
+    base = fast_settings(tmp_path)
     if request.param == "embedded":
         return base
     return Settings(
@@ -117,13 +131,39 @@ def pipeline(pipeline_settings: Settings) -> Iterator[Pipeline]:
 @pytest.fixture
 def rabbitmq_pipeline(tmp_path: Path, postgres_url: str, rabbitmq_url: str) -> Iterator[Pipeline]:
     yield from _run(
-        Settings(
-            data_dir=tmp_path / "data",
-            database_url=postgres_url,
-            broker_url=rabbitmq_url,
-            allowed_targets=LOOPBACK,
-            retry_schedule=FAST_RETRIES,
-            worker_threads=4,
-            lease_seconds=5,
+        dataclasses.replace(
+            fast_settings(tmp_path), database_url=postgres_url, broker_url=rabbitmq_url
         )
     )
+
+
+# The installation the projections CLI tests and the hostile-input fault test share -------
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("embedded", id="embedded"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def cli_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    base = fast_settings(tmp_path)
+    if request.param == "embedded":
+        return base
+    return dataclasses.replace(base, database_url=request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def running(cli_settings: Settings) -> Iterator[tuple[Services, Receiver]]:
+    """The dispatcher, a worker and the read-model projector, delivering to a receiver."""
+    with Receiver() as receiver:
+        services = build(cli_settings, jitter=lambda: 0.5)
+        try:
+            check_master_key(services)  # as the installation's first `webround` role does
+            queue = open_queue(services)
+            start_worker(services, queue)
+            start_dispatcher(services, queue)
+            start_projector(services)
+            yield services, receiver
+        finally:
+            services.close()

@@ -17,27 +17,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
 import httpx
-import pytest
 
 from domain.values import Actor
 from infrastructure.api.app import create_app
 from infrastructure.bootstrap import (
     Services,
     build,
-    open_queue,
-    start_dispatcher,
-    start_projector,
-    start_worker,
 )
 from infrastructure.settings import Settings
 from projections.readmodels import READ_MODELS
-from tests.e2e.conftest import FAST_RETRIES, LOOPBACK, Pipeline, wait_until
+from tests.e2e.conftest import Pipeline, wait_until
 from tests.e2e.test_dispatch import drive_every_event_type
 from tests.support.receiver import Receiver, Reply
 
@@ -47,31 +41,15 @@ SYSTEM = Actor.system()
 MODEL_NAMES = [m.name for m in READ_MODELS]
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("embedded", id="embedded"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
-def cli_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    base = Settings(
-        data_dir=tmp_path / "data",
-        allowed_targets=LOOPBACK,
-        retry_schedule=FAST_RETRIES,
-        worker_threads=4,
-        lease_seconds=5,
-    )
-    if request.param == "embedded":
-        return base
-    return dataclasses.replace(base, database_url=request.getfixturevalue("postgres_url"))
-
-
 def environment(settings: Settings) -> dict[str, str]:
     """The environment the command runs in: this test's data dir (and database) only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEBROUND_")}
     env["WEBROUND_DATA_DIR"] = str(settings.data_dir)
     if settings.database_url is not None:
         env["WEBROUND_DATABASE_URL"] = settings.database_url
+        # Production roles are given the installation's key: the one the in-process
+        # services generated in the data directory.
+        env["WEBROUND_MASTER_KEY_FILE"] = str(settings.data_dir / "master.key")
     return env
 
 
@@ -94,21 +72,6 @@ def caught_up(services: Services) -> bool:
 
 
 # A rebuild reproduces the live models and sends nothing -------------------------------------
-
-
-@pytest.fixture
-def running(cli_settings: Settings) -> Iterator[tuple[Services, Receiver]]:
-    """The dispatcher, a worker and the read-model projector, delivering to a receiver."""
-    with Receiver() as receiver:
-        services = build(cli_settings, jitter=lambda: 0.5)
-        try:
-            queue = open_queue(services)
-            start_worker(services, queue)
-            start_dispatcher(services, queue)
-            start_projector(services)
-            yield services, receiver
-        finally:
-            services.close()
 
 
 def test_rebuild_all_reproduces_the_checksum_and_sends_no_webhook(

@@ -75,7 +75,8 @@ class PrivatePostgres:
     """A PostgreSQL cluster of its own: ``initdb`` in a temporary folder, a spare port,
     trust authentication, a ``test`` database."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_connections: int = 300) -> None:
+        self.max_connections = max_connections
         self.bin = _postgres_bin()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="webround-pg-"))
@@ -97,9 +98,9 @@ class PrivatePostgres:
         self.running = False
 
     @classmethod
-    def start(cls) -> PrivatePostgres:
+    def start(cls, max_connections: int = 300) -> PrivatePostgres:
         """A new cluster, running, with its ``test`` database (torn down on failure)."""
-        server = cls()
+        server = cls(max_connections)
         try:
             server._run(
                 "initdb", "-D", str(server.data), "-A", "trust", "-U", "postgres", "--no-sync"
@@ -125,8 +126,9 @@ class PrivatePostgres:
         """Start the server (``pg_ctl -w``: returns once it accepts connections)."""
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} "
-            # Many processes of one installation each keep small pools.
-            "-c max_connections=300 "
+            # Many processes of one installation each keep small pools (a test of what
+            # happens when they are too many gives fewer).
+            f"-c max_connections={self.max_connections} -c superuser_reserved_connections=0 "
             # An immediate stop is a crash of the server, not of the machine: the page
             # cache survives it, so skipping fsync loses nothing here and saves seconds.
             "-c fsync=off -c full_page_writes=off"

@@ -42,6 +42,9 @@ def services(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Se
     if settings.database_url:
         monkeypatch.setenv("WEBROUND_DATABASE_URL", settings.database_url)
     built = build(settings, jitter=lambda: 0.5)
+    if settings.database_url:
+        # Production roles are given the installation's key (here: the one just made).
+        monkeypatch.setenv("WEBROUND_MASTER_KEY_FILE", str(settings.data_dir / "master.key"))
     yield built
     built.close()
 
@@ -304,3 +307,31 @@ def test_the_store_is_required(capsys: pytest.CaptureFixture[str]) -> None:
     # Then argparse refuses, naming --store
     assert exited.value.code == 2
     assert "--store" in capsys.readouterr().err
+
+
+# Merchants' text never drives the operator's terminal (issue #12, item 11) ----------------
+
+
+def test_control_characters_in_merchants_text_are_printed_escaped(
+    services: Services, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a webhook disabled, by an earlier version, with a reason holding terminal
+    # escape sequences (clear the screen, retitle the window), a C1 control and a
+    # right-to-left override
+    shop = record(services)
+    reason = "\x1b[2J\x1b]0;pwned\x07gone\x9b31m\u202eevil"
+    webhook = services.webhooks.get_webhook(shop.store, shop.other_webhook)
+    webhook._disabled(reason=reason, actor=SYSTEM)  # recorded as it was then, unchecked
+    services.webhooks.save(webhook)
+
+    # When the operator reads the audit log, as a table and as JSON
+    code, table, _ = audit(capsys, "--store", str(shop.store))
+    code_json, out, _ = audit(capsys, "--store", str(shop.store), "--json")
+
+    # Then no control character reaches the terminal: each is written as an escape
+    assert code == code_json == 0
+    for text in (table, out):
+        assert not any(c in text for c in "\x1b\x07\x9b\u202e"), repr(text)
+    assert "\\x1b[2J\\x1b]0;pwned\\x07gone\\x9b31m\\u202eevil" in table
+    # And the JSON still reads back as the text that was recorded
+    assert any(reason in entry["summary"] for entry in json.loads(out))

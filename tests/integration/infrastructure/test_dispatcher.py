@@ -359,3 +359,38 @@ def test_a_dispatch_moved_past_by_another_resumes_without_duplicates(
     assert world.services.dispatch.position == commerce_head(world.services)
     world.events(1)
     assert world.services.dispatch.process_new_events() == 1
+
+
+# One bad item never costs the others their pass (issue #12, item 2) ------------------------
+
+
+def test_a_poisoned_item_never_stops_another_stores_delivery_in_the_same_pass(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a webhook stored (by an earlier version) with a rate of 1e-300 deliveries a
+    # second, whose second delivery's wait no time arithmetic can hold
+    poisoned = world.webhook()
+    webhook = world.services.webhooks.get_webhook(world.store_id, poisoned)
+    webhook._updated(changes={"rate_limit": 1e-300}, actor=Actor.system())  # no check, as then
+    world.services.webhooks.save(webhook)
+    world.events(2)
+    # And another store with a healthy webhook and one event, due in the same pass
+    other = UUID(world.services.webhooks.create_store("Other", Actor.system())["storeId"])
+    healthy = world.services.webhooks.create_webhook(
+        other, Actor.system(), url="https://93.184.215.14/ok", event_types=["*"]
+    )["id"]
+    world.services.commerce.register_customer(other, "o@x.example", "O", None, Actor.system())
+
+    # When the dispatcher runs one pass
+    with caplog.at_level(logging.ERROR, logger="webround.dispatcher"):
+        sent = world.pass_()
+
+    # Then the other store's delivery went out in that pass, and so did the first of
+    # the poisoned webhook's (its token was there)
+    assert {m["webhookId"] for m in sent} == {healthy, str(poisoned)}
+    assert len(sent) == 2
+    # And the poisoned one was left to its lease, logged by id and error class, without
+    # customer data
+    (record,) = [r for r in caplog.records if "OverflowError" in r.getMessage()]
+    assert str(record.getMessage()).startswith("delivery ")
+    assert "@x.example" not in caplog.text

@@ -533,6 +533,35 @@ def test_status_shows_each_models_lag_until_it_is_caught_up(services: Services) 
     assert lagging[("audit", "webhooks")] == 1
 
 
+def test_a_live_table_made_before_a_column_existed_is_filled_again_with_it(
+    fast_settings: Settings,
+) -> None:
+    # Given live read models of the workload, whose attempts table predates the column
+    # that says how a response body is kept (issue #12: text or base64)
+    first = build(fast_settings, jitter=lambda: 0.5)
+    try:
+        run_workload(first)
+        catch_up(first.read_models)
+        expected = first.read_models.checksum()
+        with transaction(first.read_models.recorder.datastore) as c:
+            c.execute("ALTER TABLE rm_attempts DROP COLUMN response_body_encoding")
+    finally:
+        first.close()
+
+    # When the read models are opened again (an upgraded process starts) and catch up
+    again = build(fast_settings, jitter=lambda: 0.5)
+    try:
+        store = again.read_models
+        catch_up(store)
+
+        # Then the model holds every attempt again, with the column, as it did before
+        assert rows(store, "attempts")
+        assert {r["response_body_encoding"] for r in rows(store, "attempts")} == {None}
+        assert store.checksum() == expected
+    finally:
+        again.close()
+
+
 # Known bugs ------------------------------------------------------------------------------------
 
 

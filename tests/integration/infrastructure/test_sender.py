@@ -9,8 +9,10 @@ sender connected to the vetted address and never asked the system DNS.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email.utils
+import gzip
 import socket
 import ssl
 import threading
@@ -320,15 +322,41 @@ def test_a_huge_body_is_not_downloaded(receiver: Receiver, sender: Sender) -> No
     assert receiver.streamed_bytes < 64 * 1024**2
 
 
-def test_invalid_utf8_in_the_body_is_replaced(receiver: Receiver, sender: Sender) -> None:
-    # Given an answer that is not UTF-8
-    receiver.behaviour = Reply(status=400, body=b"bad \xff\xfe input")
+def test_a_text_answer_is_kept_as_text(receiver: Receiver, sender: Sender) -> None:
+    # Given an answer in UTF-8, control characters other than NUL included
+    receiver.behaviour = Reply(status=400, body="bad input: \x1b[31mZoë\x7f".encode())
 
     # When we send
     outcome = sender.send(post(receiver.url))
 
-    # Then the excerpt is text with replacement characters
-    assert outcome.response_body == "bad \ufffd\ufffd input"
+    # Then the excerpt is that text, marked as text
+    assert outcome.response_body == "bad input: \x1b[31mZoë\x7f"
+    assert outcome.response_body_encoding == "text"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"bad \xff\xfe input",  # not UTF-8
+        b"ok\x00then binary",  # UTF-8, with a NUL (which PostgreSQL text cannot hold)
+        gzip.compress(b'{"ok": true}'),  # a compressed answer sent despite identity
+    ],
+    ids=["not-utf8", "nul", "gzip"],
+)
+def test_an_answer_that_is_no_storable_text_is_kept_as_base64_of_its_bytes(
+    receiver: Receiver, sender: Sender, body: bytes
+) -> None:
+    # Given an answer whose bytes are no text every store can hold
+    receiver.behaviour = Reply(status=400, body=body)
+
+    # When we send
+    outcome = sender.send(post(receiver.url))
+
+    # Then the excerpt is base64 of exactly those bytes, marked as such: nothing replaced,
+    # nothing a store would refuse
+    assert outcome.response_body_encoding == "base64"
+    assert base64.b64decode(outcome.response_body) == body
+    assert outcome.response_body.isascii()
 
 
 def test_a_redirect_is_a_failure_and_is_not_followed(receiver: Receiver, sender: Sender) -> None:

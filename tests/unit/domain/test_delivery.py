@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime, timedelta
-from uuid import uuid4
+from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.application import Application
+from eventsourcing.persistence import StoredEvent
 
 from domain.delivery import (
     DEFAULT_RETRY_SCHEDULE,
@@ -14,6 +19,7 @@ from domain.delivery import (
     delivery_id_of,
     envelope_id_of,
     event_id_of,
+    storable_excerpt,
 )
 from domain.errors import InvalidTransition
 from domain.values import Actor
@@ -43,19 +49,19 @@ def new_delivery() -> Delivery:
 
 
 def attempt(delivery: Delivery, number: int, status: int | None, **extra: object) -> bool:
-    return delivery.record_attempt(
-        number=number,
-        started_at=NOW,
-        duration_ms=12.5,
-        status_code=status,
-        error=None if status else "timeout",
-        detail=None,
-        response_headers={},
-        response_body="",
-        policy=POLICY,
-        random=middle,
-        **extra,  # type: ignore[arg-type]
-    )
+    fields: dict[str, Any] = {
+        "number": number,
+        "started_at": NOW,
+        "duration_ms": 12.5,
+        "status_code": status,
+        "error": None if status else "timeout",
+        "detail": None,
+        "response_headers": {},
+        "response_body": "",
+        "policy": POLICY,
+        "random": middle,
+    }
+    return delivery.record_attempt(**{**fields, **extra})
 
 
 def test_the_default_schedule_is_the_one_of_section_6() -> None:
@@ -168,3 +174,73 @@ def test_ids_are_derived_so_reprocessing_cannot_duplicate() -> None:
     assert delivery_id_of(envelope_id_of(first), webhook) == delivery_id_of(
         envelope_id_of(second), webhook
     )
+
+
+# --- Attempts recorded before the body's encoding was (version 1) --------------------------
+
+
+def _as_version_1(body: str) -> tuple[Application[UUID], StoredEvent]:
+    """An `Attempted` event as version 1 stored it: no class version, no encoding."""
+    app: Application[UUID] = Application()
+    delivery = new_delivery()
+    attempt(delivery, 1, 500, response_body="x")
+    stored = app.mapper.to_stored_event(delivery.collect_events()[-1])
+    state = json.loads(stored.state)
+    del state["class_version"], state["response_body_encoding"]
+    state["response_body"] = body
+    old = StoredEvent(
+        stored.originator_id, stored.originator_version, stored.topic, json.dumps(state).encode()
+    )
+    return app, old
+
+
+@pytest.mark.parametrize(
+    ("stored_body", "body", "encoding"),
+    [
+        ("internal error", "internal error", "text"),
+        ("\x1f\ufffd\x08\x00\x00binary", "H++/vQgAAGJpbmFyeQ==", "base64"),
+    ],
+    ids=["text", "with-nul"],
+)
+def test_an_attempt_recorded_by_version_1_still_loads(
+    stored_body: str, body: str, encoding: str
+) -> None:
+    # Given an attempt stored before attempts said how their body is kept
+    app, old = _as_version_1(stored_body)
+
+    # When it is read back
+    event: Any = app.mapper.to_domain_event(old)
+
+    # Then its body is text as it was, or — holding a NUL no PostgreSQL text can take —
+    # base64 of the text's UTF-8 bytes, marked as such
+    assert (event.response_body, event.response_body_encoding) == (body, encoding)
+    if encoding == "base64":
+        assert base64.b64decode(body).decode() == stored_body
+
+
+def test_a_new_attempt_records_how_its_body_is_kept() -> None:
+    # Given a delivery
+    delivery = new_delivery()
+
+    # When an attempt with a binary answer is recorded
+    attempt(delivery, 1, 500, response_body="AAE=", response_body_encoding="base64")
+
+    # Then the attempt says its body is base64
+    assert delivery.attempts[0].response_body_encoding == "base64"
+
+
+@pytest.mark.parametrize(
+    ("excerpt", "cut", "expected"),
+    [
+        (b"plain", False, ("plain", "text")),
+        ("Zoë\x1b".encode(), False, ("Zoë\x1b", "text")),
+        (b"a\x00b", False, ("YQBi", "base64")),
+        (b"\xff", False, ("/w==", "base64")),
+        ("aé".encode()[:2], True, ("a", "text")),  # a character split by the 16 KiB cut
+        ("aé".encode()[:2], False, ("YcM=", "base64")),  # the same bytes, the whole body
+    ],
+)
+def test_an_excerpt_is_kept_as_text_or_base64(
+    excerpt: bytes, cut: bool, expected: tuple[str, str]
+) -> None:
+    assert storable_excerpt(excerpt, cut=cut) == expected

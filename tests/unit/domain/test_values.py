@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from domain.errors import InvalidValue
-from domain.values import Actor, Address, Money
+from domain.values import Actor, Address, Money, check_email, check_text
 
 # --- Money -------------------------------------------------------------------------------
 
@@ -338,3 +338,69 @@ def test_an_actor_of_an_unknown_kind_is_refused() -> None:
     # Then it is refused
     with pytest.raises(InvalidValue, match="robot"):
         Actor("robot")  # type: ignore[arg-type]
+
+
+# --- Text for people ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x08", "\x1b", "\x7f", "\x85", "\x9f", "\ud800"])
+def test_text_for_people_refuses_control_characters_and_lone_surrogates(control: str) -> None:
+    # Given a name holding a control character (or a lone surrogate)
+    name = f"Bo{control}b"
+
+    # When it is checked as text for people, on one line or several
+    for multiline in (False, True):
+        with pytest.raises(InvalidValue) as refused:
+            check_text("name", name, multiline=multiline)
+
+        # Then it is refused, naming the field, the character and where it is
+        assert refused.value.field == "name"
+        assert f"U+{ord(control):04X} at position 3" in refused.value.message
+
+
+def test_only_free_text_takes_tab_and_line_breaks() -> None:
+    # Given text over several lines
+    text = "first\tline\r\nsecond line\n"
+
+    # Then free text takes it, and one-line text refuses it
+    assert check_text("reason", text, multiline=True) == text
+    with pytest.raises(InvalidValue):
+        check_text("name", text)
+
+
+def test_text_for_people_keeps_every_other_character() -> None:
+    # Given text in many scripts, with emoji and a right-to-left mark
+    text = "Zoë ✓ 日本 😀 \u200f שלום"
+
+    # Then it is text for people
+    assert check_text("name", text) == text
+
+
+def test_an_email_given_as_input_is_text_for_people() -> None:
+    # Given an email address holding a NUL
+    email = "a\x00@b.example"
+
+    # Then it is refused as input, for a person's actor as for any email field
+    with pytest.raises(InvalidValue) as refused:
+        Actor.person(email)
+    assert refused.value.field == "initiatedBy"
+    with pytest.raises(InvalidValue):
+        check_email(email)
+
+
+def test_an_actor_recorded_before_the_rule_still_loads() -> None:
+    # Given an actor as stored by an earlier version that accepted a NUL in the email
+    stored = Actor("person", "a\x00@b.example")
+
+    # Then it is rebuilt as it was recorded: history is not refused after the fact
+    assert stored.email == "a\x00@b.example"
+
+
+def test_an_address_given_as_input_is_text_for_people() -> None:
+    # Given an address whose city holds a control character
+    address = Address("Main St 1", "Ber\x1blin", "10115", "DE")
+
+    # Then the address is refused as input, naming the line
+    with pytest.raises(InvalidValue) as refused:
+        address.check_text()
+    assert refused.value.field == "city"

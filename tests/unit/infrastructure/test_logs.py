@@ -7,9 +7,11 @@ import json
 import logging
 from collections.abc import Iterator
 
+import dramatiq
+import dramatiq.worker
 import pytest
 
-from infrastructure.logs import REDACTED, configure_logging, make_handler, redact
+from infrastructure.logs import REDACTED, configure_logging, error_summary, make_handler, redact
 from infrastructure.settings import Settings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw+/aB12=="
@@ -221,3 +223,65 @@ def test_the_log_format_setting_is_text_or_json() -> None:
     assert Settings.from_env({"WEBROUND_LOG_FORMAT": "json"}).log_format == "json"
     with pytest.raises(ValueError, match="WEBROUND_LOG_FORMAT"):
         Settings.from_env({"WEBROUND_LOG_FORMAT": "xml"})
+
+
+# No customer data in logs (issue #12, item 5) ---------------------------------------------
+
+
+def test_a_database_detail_quoting_a_row_is_withheld(logger: logging.Logger) -> None:
+    # Given an error whose detail quotes a row, as PostgreSQL's does
+    stream = io.StringIO()
+    logger.addHandler(make_handler("json", stream))
+    error = RuntimeError(
+        'new row violates check constraint "c"\nDETAIL:  Failing row contains (ann@x.example).'
+    )
+
+    # When it is logged with its traceback, and as a message
+    try:
+        raise error
+    except RuntimeError:
+        logger.exception("could not record: %s", error)
+
+    # Then neither the message nor the traceback holds the row; the error's first line stays
+    [entry] = lines(stream)
+    assert "ann@x.example" not in json.dumps(entry)
+    assert 'violates check constraint "c"' in str(entry["message"])
+    assert "DETAIL:  [withheld]" in str(entry["exception"])
+
+
+def test_records_made_by_dramatiq_never_show_a_message_or_its_arguments() -> None:
+    # Given a handler, and a record as Dramatiq's worker makes it for a failing message
+    stream = io.StringIO()
+    handler = make_handler("json", stream)
+    message = dramatiq.Message(
+        queue_name="q",
+        actor_name="deliver",
+        args=({"body": '{"email": "ann@x.example"}'},),
+        kwargs={},
+        options={},
+    )
+    for args in [(message,), (({"body": "ann@x.example"},), {})]:
+        record = logging.LogRecord(
+            "infrastructure.worker.deliver",  # an actor's logger: named after its module
+            logging.ERROR,
+            dramatiq.worker.__file__,
+            1,
+            "Failed to process message %s with %r.",
+            args,
+            None,
+        )
+
+        # When it is written
+        handler.handle(record)
+
+    # Then the message is shown by its id, and arguments are withheld
+    text = stream.getvalue()
+    assert "ann@x.example" not in text
+    assert f"deliver(message {message.message_id})" in text
+    assert "[withheld]" in text
+
+
+def test_an_error_summary_is_its_class_and_first_line() -> None:
+    error = ValueError("value refused\nDETAIL:  Failing row contains (ann@x.example).")
+    assert error_summary(error) == "ValueError: value refused"
+    assert error_summary(KeyError()) == "KeyError"

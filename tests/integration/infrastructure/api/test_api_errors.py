@@ -549,3 +549,39 @@ async def test_a_lone_surrogate_in_a_valid_body_is_refused(api: Api) -> None:
         # Then it is refused as invalid (or malformed), and nothing is recorded
         assert response.status_code in (400, 422), f"{path}: {response.status_code}"
     assert notifications(api) == 0
+
+
+# Numbers of any length (issue #12, item 9) -------------------------------------------------
+
+LISTS = ["/v1/webhooks", "/v1/events", "/v1/deliveries", "/v1/audit"]
+
+
+@pytest.mark.parametrize("path", LISTS)
+async def test_a_limit_of_thousands_of_digits_is_a_422(api: Api, path: str) -> None:
+    # Given a page size of 5,000 digits (past Python's int conversion limit)
+    # When a list is asked for with it
+    response = await api.client.get(f"{path}?limit={'9' * 5000}", headers=api.shop.headers)
+
+    # Then it is a 422 naming limit, never a 500
+    assert fields(assert_problem(response, 422)) == ["limit"]
+
+
+@pytest.mark.parametrize("path", LISTS)
+async def test_a_limit_with_leading_zeros_is_that_number(api: Api, path: str) -> None:
+    # When a list is asked for with a page size written with thousands of leading zeros
+    response = await api.client.get(f"{path}?limit={'0' * 5000}50", headers=api.shop.headers)
+
+    # Then it is the page size it says
+    assert response.status_code == 200, response.text
+
+
+async def test_a_content_length_of_thousands_of_digits_is_a_413(api: Api) -> None:
+    # Given a request declaring a body of 5,000 digits' length
+    headers = {**json_headers(api), "content-length": "9" * 5000}
+
+    # When it is sent
+    request = api.client.build_request("POST", "/v1/customers", content=b"{}", headers=headers)
+    response = await api.client.send(request)
+
+    # Then it is refused as too large, unread, never a 500
+    assert_problem(response, 413)

@@ -456,7 +456,6 @@ async def test_no_list_answers_another_stores_rows(api: Api) -> None:
         ("/v1/deliveries", {"limit": "0"}, "limit"),
         ("/v1/audit", {"deliveryId": "x"}, "deliveryId"),
         ("/v1/audit", {"kind": "DELIVERY"}, "kind"),
-        ("/v1/audit", {"since": "2030-01-01T00:00:00Z", "until": "2029-01-01T00:00:00Z"}, "until"),
         ("/v1/audit", {"actor": "a" * 300}, "actor"),
     ],
 )
@@ -479,11 +478,9 @@ async def test_a_cursor_of_one_list_does_not_continue_another(api: Api) -> None:
     catch_up(api)
     cursor = (await get(api, "/v1/events", "list_events", limit=1))["nextCursor"]
 
-    # When it is used for the deliveries, or for the events in the other order
-    for path, params in (("/v1/deliveries", {}), ("/v1/events", {"order": "oldest"})):
-        response = await api.client.get(
-            path, params={"cursor": cursor, **params}, headers=api.shop.headers
-        )
+    # When it is used for the deliveries, or for the audit log
+    for path in ("/v1/deliveries", "/v1/audit"):
+        response = await api.client.get(path, params={"cursor": cursor}, headers=api.shop.headers)
 
         # Then it is refused
         assert_problem(response, 422)
@@ -517,3 +514,18 @@ async def test_the_document_describes_every_query_parameter(api: Api) -> None:
     }
     for path in ("/v1/events/{eventId}", "/v1/deliveries/{id}"):
         assert "404" in document["paths"][path]["get"]["responses"]
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/deliveries", "/v1/audit"])
+@pytest.mark.parametrize("until", ["2030-01-01T00:00:00Z", "2029-01-01T00:00:00Z"])
+async def test_a_range_that_ends_where_it_begins_is_an_empty_page(
+    api: Api, path: str, until: str
+) -> None:
+    # When a list is asked for a range that ends at or before its start (the document
+    # allows any two times: JSON Schema cannot say "later than")
+    params = {"since": "2030-01-01T00:00:00Z", "until": until}
+    response = await api.client.get(path, params=params, headers=api.shop.headers)
+
+    # Then it is an empty page, not an error
+    assert response.status_code == 200, response.text
+    assert response.json() == {"data": [], "nextCursor": None}

@@ -174,20 +174,24 @@ async def test_recover_and_replay_refuse_bad_input_and_foreign_webhooks(api: Api
     assert disabled.status_code == 409
 
 
-async def test_a_range_that_ends_before_it_begins_is_refused(api: Api) -> None:
+async def test_a_range_that_ends_before_it_begins_selects_nothing(api: Api) -> None:
     # Given a webhook
     webhook_id = await make_webhook(api, ["*"])
 
-    # When a recover names an `until` earlier than its `since`
-    response = await api.client.post(
-        f"/v1/webhooks/{webhook_id}/recover",
-        json={"since": "2030-01-02T00:00:00Z", "until": "2030-01-01T00:00:00Z"},
-        headers=api.shop.headers,
-    )
+    # When a recover and a replay name an `until` at or before their `since` (the
+    # document allows any two times: JSON Schema cannot say "later than")
+    answers = [
+        await api.client.post(
+            f"/v1/webhooks/{webhook_id}/{action}",
+            json={"since": "2030-01-02T00:00:00Z", "until": until},
+            headers=api.shop.headers,
+        )
+        for action in ("recover", "replay")
+        for until in ("2030-01-01T00:00:00Z", "2030-01-02T00:00:00Z")
+    ]
 
-    # Then it is refused, naming the field, rather than quietly doing nothing
-    assert response.status_code == 422
-    assert response.json()["errors"][0]["field"] == "until"
+    # Then each is taken, and says it sent nothing
+    assert [(a.status_code, a.json()["count"]) for a in answers] == [(202, 0)] * 4
 
 
 async def test_a_disable_reason_without_disabling_is_refused(api: Api) -> None:

@@ -349,20 +349,34 @@ async def test_the_last_page_has_no_cursor_when_only_deleted_webhooks_follow(api
     assert page["nextCursor"] is None
 
 
-async def test_a_cursor_from_another_store_is_refused(api: Api) -> None:
-    # Given a webhook of the other store, and the shop's two webhooks
-    foreign = (await created(api, api.other))["id"]
+async def test_a_cursor_of_another_store_shows_only_the_askers_webhooks(api: Api) -> None:
+    # Given the other store's cursor after its first webhook, and the shop's two webhooks
     for _ in range(2):
-        await created(api)
-    cursor = base64.urlsafe_b64encode(UUID(foreign).bytes).decode().rstrip("=")
+        await created(api, api.other)
+    foreign = (
+        await api.client.get("/v1/webhooks", params={"limit": 1}, headers=api.other.headers)
+    ).json()["nextCursor"]
+    mine = [(await created(api))["id"] for _ in range(2)]
 
-    # When the shop pages on with a cursor naming the other store's webhook
+    # When the shop pages with it (a cursor is a place in a list, nothing more)
     response = await api.client.get(
-        "/v1/webhooks", params={"limit": 1, "cursor": cursor}, headers=api.shop.headers
+        "/v1/webhooks", params={"limit": 5, "cursor": foreign}, headers=api.shop.headers
     )
 
-    # Then it is refused as a cursor we never gave out
-    assert_invalid(response, "cursor")
+    # Then it is the shop's own list from that place: nothing of the other store
+    assert response.status_code == 200, response.text
+    assert [w["id"] for w in response.json()["data"]] == mine[1:]
+
+
+async def test_a_cursor_that_is_not_ours_is_refused(api: Api) -> None:
+    # When the list is asked with an old-style or made-up cursor
+    for cursor in (base64.urlsafe_b64encode(b"x" * 16).decode().rstrip("="), "ev_1", "wh_x"):
+        response = await api.client.get(
+            "/v1/webhooks", params={"cursor": cursor}, headers=api.shop.headers
+        )
+
+        # Then it is refused, naming the cursor
+        assert_invalid(response, "cursor")
 
 
 # Changes ----------------------------------------------------------------------------------
@@ -649,13 +663,26 @@ async def test_timeouts_outside_1_to_30_seconds_are_refused(api: Api, timeout: o
     assert (await get(api, existing)).json()["timeoutSeconds"] == 15
 
 
-@pytest.mark.parametrize("rate", [0, -1, "2", 10_001])
+@pytest.mark.parametrize("rate", [0, -1, "2", 10_001, 1e-300, 5e-324, 0.009])
 async def test_bad_rate_limits_are_refused(api: Api, rate: object) -> None:
-    # When a webhook is registered with a rate limit that is not a positive number
-    response = await create(api, rateLimit=rate)
+    # When a webhook is registered, or changed, with a rate limit outside 0.01 to 10,000
+    # deliveries a second (1e-300 used to abort dispatcher passes: 1/rate overflows)
+    existing = (await created(api))["id"]
+    on_create = await create(api, rateLimit=rate)
+    on_change = await patch(api, existing, {"rateLimit": rate})
 
-    # Then it is a 422 naming rateLimit
-    assert_invalid(response, "rateLimit")
+    # Then each is a 422 naming rateLimit
+    for response in (on_create, on_change):
+        assert_invalid(response, "rateLimit")
+
+
+@pytest.mark.parametrize("rate", [0.01, 10_000])
+async def test_rate_limits_at_the_bounds_are_accepted(api: Api, rate: float) -> None:
+    # When a webhook is registered with the slowest or the fastest rate there is
+    body = await created(api, rateLimit=rate)
+
+    # Then it keeps it
+    assert body["rateLimit"] == rate
 
 
 async def test_unknown_fields_and_a_missing_url_are_refused(api: Api) -> None:
@@ -718,6 +745,11 @@ async def test_custom_header_values_are_redacted_in_every_read(api: Api) -> None
         "Host",
         "User-Agent",
         "Transfer-Encoding",
+        "Accept-Encoding",  # was accepted, then silently dropped by the sender
+        "Connection",
+        "TE",
+        "Upgrade",
+        "Expect",
     ],
 )
 async def test_reserved_header_names_are_refused(api: Api, name: str) -> None:
@@ -1016,10 +1048,12 @@ async def test_hostile_targets_are_refused_on_creation_and_on_change(
     on_create = await create(api, url=url)
     on_change = await patch(api, existing["id"], {"url": url})
 
-    # Then both are 422 on the url field, and the detail says why
+    # Then both are 422 on the url field, and the problem says why (in its detail, or in
+    # the field's error when the URL has not even the shape the document publishes)
     for response in (on_create, on_change):
         problem = assert_invalid(response, "url")
-        assert why in problem["detail"].lower(), problem["detail"]
+        said = " ".join([problem["detail"], *(e["message"] for e in problem["errors"])])
+        assert why in said.lower(), problem
     # And nothing was recorded: no webhook, no change
     assert position(api.services) == recorded
     assert [item["id"] for item in await list_all(api)] == [existing["id"]]
@@ -1076,3 +1110,114 @@ async def test_an_allow_listed_loopback_target_is_accepted(
         )
         assert refused.status_code == 422, (url, refused.text)
         assert why in refused.json()["detail"], (url, refused.json())
+
+
+# A store's webhooks are capped (issue #12, item 3) ---------------------------------------
+
+
+@pytest.fixture
+async def capped_api(
+    settings: Settings,
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str], dict[str, str]]]:
+    """The app with WEBROUND_MAX_WEBHOOKS_PER_STORE=2, and the keys of two stores."""
+    services = build(dataclasses.replace(settings, max_webhooks_per_store=2))
+    keys = []
+    for name in ("Busy shop", "Quiet shop"):
+        store = services.webhooks.create_store(name, Actor.system())
+        key = services.webhooks.create_api_key(UUID(store["storeId"]), None, Actor.system())
+        keys.append({"authorization": f"Bearer {key['apiKey']}"})
+    transport = httpx.ASGITransport(app=create_app(services))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client, keys[0], keys[1]
+    services.close()
+
+
+async def test_a_store_cannot_have_more_webhooks_than_the_setting_allows(
+    capped_api: tuple[httpx.AsyncClient, dict[str, str], dict[str, str]],
+) -> None:
+    client, busy, quiet = capped_api
+    body = {"url": URL, "eventTypes": ["*"]}
+    # Given a store at the limit of two webhooks
+    first, second = [await client.post("/v1/webhooks", json=body, headers=busy) for _ in "ab"]
+    assert (first.status_code, second.status_code) == (201, 201)
+
+    # When it registers a third
+    third = await client.post("/v1/webhooks", json=body, headers=busy)
+
+    # Then it is a 409 problem naming the setting, and nothing is registered
+    assert third.status_code == 409, third.text
+    assert third.headers["content-type"].startswith(PROBLEM)
+    assert "WEBROUND_MAX_WEBHOOKS_PER_STORE=2" in third.json()["detail"]
+    listed = (await client.get("/v1/webhooks", headers=busy)).json()["data"]
+    assert len(listed) == 2
+    # And another store is not limited by it
+    assert (await client.post("/v1/webhooks", json=body, headers=quiet)).status_code == 201
+    # And once one is deleted, there is room again
+    deleted = await client.delete(f"/v1/webhooks/{first.json()['id']}", headers=busy)
+    assert deleted.status_code == 204
+    assert (await client.post("/v1/webhooks", json=body, headers=busy)).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Token": "abc\n"},
+        {"X-Token": "abc\r\n"},
+        {"X-Token": "a\x00b"},
+        {"X-Token": "a\x0bb"},
+        {"X-Token": "a\x1bb"},
+        {"X-Token": " abc"},
+        {"X-Token": "abc\t"},
+        {"X-Token": "café"},
+        {"X-Token\n": "abc"},
+        {"X-Token": "a", "x-token": "b"},
+    ],
+    ids=[
+        "trailing-newline",
+        "trailing-crlf",
+        "nul",
+        "vertical-tab",
+        "escape",
+        "leading-space",
+        "trailing-tab",
+        "non-ascii",
+        "name-with-newline",
+        "twice-by-case",
+    ],
+)
+async def test_headers_the_sender_could_not_send_are_refused(
+    api: Api, headers: dict[str, str]
+) -> None:
+    # Given a webhook to change later
+    existing = (await created(api))["id"]
+
+    # When a webhook is registered, or changed, with a header no HTTP request can carry
+    # as given (these were accepted, and then made every delivery fail)
+    on_create = await create(api, headers=headers)
+    on_change = await patch(api, existing, {"headers": headers})
+
+    # Then both are 422 naming the headers, and nothing was recorded
+    for response in (on_create, on_change):
+        assert_invalid(response, "headers")
+    assert len(await list_all(api)) == 1
+    assert (await get(api, existing)).json()["headers"] == {}
+
+
+async def test_header_values_with_inner_spaces_and_tabs_are_kept(api: Api) -> None:
+    # When a webhook is registered with values HTTP allows: inner spaces and tabs, empty
+    headers = {"Authorization": "Bearer  tok\tx", "X-Empty": ""}
+    body = await created(api, headers=headers)
+
+    # Then they are kept as given, for the sender
+    sealed = api.services.webhooks.get_webhook(api.shop.store_id, UUID(body["id"])).sealed_headers
+    assert sealed is not None
+    assert api.services.keeper.open_headers(UUID(body["id"]), sealed) == headers
+
+
+def test_every_header_the_sender_drops_is_refused_at_registration() -> None:
+    # The sender sets its framing headers itself and drops a caller's: a merchant must
+    # never be able to configure one (it would be accepted, then silently not sent).
+    from domain.webhook import RESERVED_HEADERS
+    from infrastructure.sender import _RESERVED_REQUEST_HEADERS
+
+    assert _RESERVED_REQUEST_HEADERS <= RESERVED_HEADERS

@@ -81,6 +81,21 @@ def services(settings: Settings) -> Iterator[Services]:
 
 @pytest.fixture
 async def dashboard(services: Services) -> AsyncIterator[Dashboard]:
+    async for dashboard in _over(services):
+        yield dashboard
+
+
+async def dashboard_with(settings: Settings) -> AsyncIterator[Dashboard]:
+    """A dashboard on services of these settings (for a test of a setting)."""
+    services = build(settings)
+    try:
+        async for dashboard in _over(services):
+            yield dashboard
+    finally:
+        services.close()
+
+
+async def _over(services: Services) -> AsyncIterator[Dashboard]:
     transport = httpx.ASGITransport(app=create_app(services))
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
         yield Dashboard(

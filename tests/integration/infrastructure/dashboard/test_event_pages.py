@@ -209,3 +209,49 @@ async def test_the_audit_log_filters(signed_in: Dashboard) -> None:
     wrong = await signed_in.client.get("/dashboard/audit?since=yesterday")
     assert wrong.status_code == 422
     assert 'id="since-error"' in wrong.text
+
+
+async def test_an_attempt_that_was_never_sent_shows_why(signed_in: Dashboard) -> None:
+    # Given an attempt a worker could not send — its master key does not open the secret
+    # (issue #12: recorded on the delivery, never a silent dead letter) — and a binary
+    # answer to another attempt
+    signed_in.webhook()
+    event_id = customer_registered(signed_in)
+    [delivery] = deliveries(signed_in, event_id)
+    ref = signed_in.services.dispatch.ref(UUID(str(delivery["delivery_id"])))
+    signed_in.services.dispatch.record_attempts(
+        [
+            AttemptResult(
+                ref,
+                1,
+                datetime.now(UTC),
+                0.0,
+                None,
+                error="secret_unavailable",
+                detail="cannot be opened with this worker's master key",
+            ),
+        ]
+    )
+    signed_in.services.dispatch.record_attempts(
+        [
+            AttemptResult(
+                ref,
+                2,
+                datetime.now(UTC),
+                5.0,
+                500,
+                response_body="AAEC",
+                response_body_encoding="base64",
+            )
+        ]
+    )
+    signed_in.services.read_models.catch_up_all()
+
+    # When the event's page is opened
+    text = (await signed_in.client.get(f"/dashboard/events/{event_id}")).text
+
+    # Then the first attempt shows its error class and why; the second its binary answer
+    assert "secret_unavailable" in text
+    assert "master key" in text
+    assert "binary answer (base64)" in text
+    assert "AAEC" in text

@@ -4,16 +4,21 @@ on SQLite and PostgreSQL, over the real app."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
 
 from domain.values import Actor
 from infrastructure.dashboard.session import SESSION_COOKIE, new_session, new_sign_in_token
+from infrastructure.settings import Settings
+from tests.integration.infrastructure.dashboard.conftest import dashboard_with
 
 if TYPE_CHECKING:
     from tests.integration.infrastructure.dashboard.conftest import Dashboard
@@ -130,9 +135,13 @@ async def test_a_revoked_key_ends_the_session(signed_in: Dashboard) -> None:
 
 
 async def test_an_expired_or_forged_session_is_not_accepted(dashboard: Dashboard) -> None:
-    keeper = dashboard.services.keeper
-    expired, _ = new_session(keeper, dashboard.shop.api_key, time.time() - 9 * 3600)
-    fresh, _ = new_session(keeper, dashboard.shop.api_key, time.time())
+    keeper, webhooks = dashboard.services.keeper, dashboard.services.webhooks
+    principal = webhooks.authenticate(dashboard.shop.api_key)
+    later = time.time() + 3600
+    session_id = webhooks.start_session(principal, datetime.fromtimestamp(later, UTC))
+    expired, _ = new_session(keeper, dashboard.shop.api_key, session_id, time.time() - 1)
+    fresh, _ = new_session(keeper, dashboard.shop.api_key, session_id, later)
+    unknown, _ = new_session(keeper, dashboard.shop.api_key, uuid4(), later)  # never started
     forged = fresh[:-8] + ("A" * 8 if not fresh.endswith("A" * 8) else "B" * 8)
 
     sign_in_token, _ = new_sign_in_token(keeper, time.time())  # sealed for another purpose
@@ -143,7 +152,7 @@ async def test_an_expired_or_forged_session_is_not_accepted(dashboard: Dashboard
         return await dashboard.client.get("/dashboard/webhooks", headers=header)
 
     assert (await visit(fresh)).status_code == 200  # the control: a good session opens
-    for value in (expired, forged, sign_in_token, "not-a-session", ""):
+    for value in (expired, forged, sign_in_token, unknown, "not-a-session", ""):
         response = await visit(value)
         assert response.status_code == 303, value
         assert response.headers["location"].startswith("/dashboard/sign-in")
@@ -221,10 +230,93 @@ async def test_pages_are_never_cached_framed_or_scripted_from_elsewhere(
         assert "unsafe-inline" not in policy
 
 
-async def test_sign_in_warns_when_the_cookie_could_not_be_kept(dashboard: Dashboard) -> None:
-    # Plain http to another machine: the browser would drop the Secure session cookie
-    plain = await dashboard.client.get("http://shop.example/dashboard/sign-in")
+async def test_sign_in_warns_when_a_forced_secure_cookie_could_not_be_kept(
+    always_secure: Dashboard,
+) -> None:
+    # With WEBROUND_COOKIE_SECURE=always, plain http to another machine: the browser
+    # would drop the Secure session cookie
+    plain = await always_secure.client.get("http://shop.example/dashboard/sign-in")
     assert "served over plain http" in plain.text
     # Over https, or on this machine, all is well
     for url in ("https://shop.example/dashboard/sign-in", "http://127.0.0.1/dashboard/sign-in"):
-        assert "served over plain http" not in (await dashboard.client.get(url)).text
+        assert "served over plain http" not in (await always_secure.client.get(url)).text
+
+
+# Sessions end when they are ended (issue #12, item 8) --------------------------------------
+
+
+async def test_a_saved_cookie_opens_nothing_after_signing_out(signed_in: Dashboard) -> None:
+    # Given a signed-in session, its cookie saved (a copied cookie, a shared machine),
+    # and a form with its CSRF token
+    saved = signed_in.client.cookies[SESSION_COOKIE]
+    webhook = signed_in.webhook()
+    action = f"/dashboard/webhooks/{webhook['id']}/disable"
+    form = (await signed_in.page(f"/dashboard/webhooks/{webhook['id']}")).form(action)
+
+    # When its person signs out
+    await signed_in.submit("/dashboard/webhooks", "/dashboard/sign-out")
+
+    # Then the saved cookie opens no page, and its CSRF-valid form does nothing
+    header = {"cookie": f"{SESSION_COOKIE}={saved}"}
+    signed_in.client.cookies.clear()
+    page = await signed_in.client.get("/dashboard/webhooks", headers=header)
+    assert page.status_code == 303
+    assert page.headers["location"].startswith("/dashboard/sign-in")
+    posted = await signed_in.client.post(action, data=form.fields, headers=header)
+    assert posted.status_code == 303
+    assert posted.headers["location"].startswith("/dashboard/sign-in")
+    enabled = signed_in.services.webhooks.read_webhook(
+        signed_in.shop.store_id, UUID(webhook["id"])
+    )["enabled"]
+    assert enabled
+
+
+@pytest.mark.parametrize("ended", ["x", "signed-out", "expired", "revoked"])
+async def test_a_link_from_another_site_never_ends_a_session(
+    signed_in: Dashboard, ended: str
+) -> None:
+    # When a signed-in person follows a link to the sign-in page saying the session ended
+    response = await signed_in.client.get(f"/dashboard/sign-in?ended={ended}")
+
+    # Then they are taken into the dashboard, their cookie untouched, still signed in
+    assert response.status_code == 303
+    assert response.headers["location"] == "/dashboard/webhooks"
+    assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
+    assert (await signed_in.client.get("/dashboard/webhooks")).status_code == 200
+
+
+async def test_a_dashboard_on_plain_http_keeps_its_session(dashboard: Dashboard) -> None:
+    # Given the dashboard reached over plain http on a LAN name
+    base = "http://shop.lan"
+    page = await dashboard.page(f"{base}/dashboard/sign-in")
+
+    # When someone signs in
+    response = await dashboard.client.post(
+        f"{base}/dashboard/sign-in",
+        data={**page.form("/dashboard/sign-in").fields, "api_key": dashboard.shop.api_key},
+    )
+
+    # Then the cookie follows the scheme (not Secure, which browsers would drop on http)
+    header = next(
+        h for h in response.headers.get_list("set-cookie") if h.startswith(SESSION_COOKIE)
+    )
+    assert "secure" not in header.lower()
+    assert "httponly" in header.lower()
+    # And the session holds: the next page opens
+    assert (await dashboard.client.get(f"{base}/dashboard/webhooks")).status_code == 200
+
+
+async def test_cookies_can_be_made_secure_always(always_secure: Dashboard) -> None:
+    # Given WEBROUND_COOKIE_SECURE=always (a TLS proxy that does not forward the scheme)
+    # When the sign-in page is asked for over what the app sees as http
+    response = await always_secure.client.get("http://shop.lan/dashboard/sign-in")
+
+    # Then its cookie is Secure all the same (the browser, on https, sends it back)
+    [header] = response.headers.get_list("set-cookie")
+    assert "; secure" in header.lower()
+
+
+@pytest.fixture
+async def always_secure(settings: Settings) -> AsyncIterator[Dashboard]:
+    async for dashboard in dashboard_with(dataclasses.replace(settings, cookie_secure="always")):
+        yield dashboard

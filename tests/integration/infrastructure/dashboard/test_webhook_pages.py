@@ -257,3 +257,18 @@ async def test_every_input_has_a_label_and_every_button_a_name(signed_in: Dashbo
     signed_in.client.cookies.clear()
     page = await signed_in.page("/dashboard/sign-in")
     assert page.unlabelled() == []
+
+
+async def test_a_count_of_thousands_of_digits_shows_the_page_without_a_notice(
+    signed_in: Dashboard,
+) -> None:
+    # Given a webhook page asked for with a notice count of 5,000 digits (a crafted link)
+    webhook_id = signed_in.webhook()["id"]
+    path = f"/dashboard/webhooks/{webhook_id}?notice=recovered&count={'9' * 5000}"
+
+    # When it is opened
+    response = await signed_in.client.get(path)
+
+    # Then it is the page, never a 500, and it shows no count
+    assert response.status_code == 200, response.text[:300]
+    assert "9999" not in response.text
