@@ -235,8 +235,9 @@ def _serve(settings: Settings, host: str, port: int, *, whole: bool, demo: bool)
         print(f"webround: serving on http://{host}:{port} (data in {settings.data_dir})")
         # uvicorn re-raises the signal that stopped it; with the default handlers that
         # would end the process before `services.close()` records in-flight attempts.
+        # One that comes before uvicorn listens (start-up) stops the server as it starts.
         for number in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(number, lambda *_: None)
+            signal.signal(number, lambda *_: services.stopping.set())
         app = create_app(services)
         config = uvicorn.Config(app, host=host, port=port, log_level="info", log_config=None)
         Server(config, services.stopping).run()

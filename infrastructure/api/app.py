@@ -73,3 +73,7 @@ class Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self._stopping.set()
         super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        # Asked to stop before uvicorn listened for signals (during start-up): stop now.
+        return self._stopping.is_set() or await super().on_tick(counter)

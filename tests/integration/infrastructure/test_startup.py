@@ -25,12 +25,13 @@ def with_key(settings: Settings, key: MasterKey | None = None) -> Settings:
     return dataclasses.replace(settings, master_key=(key or MasterKey.generate()).encode())
 
 
+@pytest.mark.postgres
 def test_a_production_role_refuses_to_start_without_a_configured_master_key(
-    settings: Settings,
+    postgres_url: str, tmp_path: Path
 ) -> None:
     # Given production settings (a database URL) without WEBROUND_MASTER_KEY(_FILE)
-    if settings.database_url is None:
-        pytest.skip("embedded mode generates its key file in the data directory, by design")
+    # (embedded mode generates its key file in the data directory, by design)
+    settings = Settings(data_dir=tmp_path / "data", database_url=postgres_url)
 
     # When a role starts
     with pytest.raises(StartupError) as refused:
